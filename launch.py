@@ -1,0 +1,39 @@
+"""Runs an experiment: ``python launch.py [--config=configs/FILE.py[:ARG]] [--workdir=DIR]``.
+
+Without flags it runs the 1989 recipe on mnist1989 into runs/lecun1989_mnist1989.
+Override any config field with ``--config.<field>=<value>``, e.g.
+``--config.optimizer.learning_rate=0.01 --config.train.passes=5``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import tensorflow_datasets as tfds
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lecun_jax import cli
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "lecun1989.py")
+
+cli.default_config_argv(DEFAULT_CONFIG)  # so that config parsing errors reach cli.parse_flags
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where the run writes its files (default: runs/<config>_<arg>).")
+flags.DEFINE_bool("overwrite", False, "Replace a workdir that holds a run of a different config.")
+
+
+def main(argv):
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # --verbosity=0 shows info logs
+    tfds.disable_progress_bar()
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.train.passes=5)")
+    config, spec = _CONFIG.value, cli.config_spec(sys.argv)
+    workdir = flags.FLAGS.workdir or cli.default_workdir(spec, config)
+    cli.run(config, workdir, overwrite=flags.FLAGS.overwrite, label=cli.config_label(spec))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,131 @@
+"""What ``launch.py`` needs beyond absl: one-line errors and default workdirs.
+
+Every failure a user can cause (a bad flag, a config field that does not exist
+or holds an invalid value, a workdir of another run, a bad data file) ends the
+process with one line on stderr and a non-zero exit: 2 for usage and config,
+1 for data and numerical faults. No tracebacks from deep inside XLA.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from lecun_jax import config as config_lib
+from lecun_jax import data as data_lib
+from lecun_jax import train as train_lib
+
+USAGE, FAULT = 2, 1
+_CONFIG_FLAG = re.compile(r"^--?config(=|$)")
+_OVERRIDE = re.compile(r"^--?config\.([^=]+)(=.*)?$")
+
+
+def fail(message: str, code: int = USAGE):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def config_spec(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv[1:], 1):
+        if _CONFIG_FLAG.match(a):
+            return a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else None)
+    return None
+
+
+def default_config_argv(default: str) -> None:
+    """Puts ``--config=default`` into sys.argv when absent.
+
+    ml_collections parses a default config, with its overrides, while the flag
+    is being defined, where a bad override can only raise a traceback; with the
+    flag on the command line, parsing happens in :func:`parse_flags`.
+    """
+    if config_spec(sys.argv) is None:
+        sys.argv.insert(1, f"--config={default}")
+
+
+def load_config_file(spec: str):
+    """``path[:arg]`` -> the ConfigDict its ``get_config(arg)`` returns."""
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        fail(f"--config={spec}: config file {path} not found")
+    module_spec = importlib.util.spec_from_file_location(f"_lecun_jax_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # a config file is user code: report, don't trace
+        fail(f"--config={spec}: {type(e).__name__}: {e}")
+
+
+def _diagnose_overrides(argv: list[str], spec: str) -> str | None:
+    fields = config_lib.flatten(load_config_file(spec))
+    prefixes = {".".join(k.split(".")[:i]) for k in fields for i in range(1, k.count(".") + 1)}
+    for a in argv[1:]:
+        m = _OVERRIDE.match(a)
+        if m and m.group(1) not in fields and m.group(1) not in prefixes:
+            near = _did_you_mean(m.group(1), list(fields))
+            hint = f"did you mean config.{near[0]}? " if near else ""
+            return f"--config.{m.group(1)}: no such config field; {hint}valid fields: {', '.join(fields)}"
+    return None
+
+
+def _did_you_mean(path: str, fields: list[str]) -> list[str]:
+    """Close field names; an abbreviation by initials (lr: learning_rate) counts as close."""
+    section, _, leaf = path.rpartition(".")
+    for f in fields:
+        f_section, _, f_leaf = f.rpartition(".")
+        if f_section == section and "".join(w[0] for w in f_leaf.split("_")) == leaf:
+            return [f]
+    return difflib.get_close_matches(path, fields, n=1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flags parser that turns every parsing problem into one line and exit code 2."""
+    spec = config_spec(argv)
+    if spec is not None:
+        path = spec.partition(":")[0]
+        if not Path(path).is_file():
+            fail(f"--config={spec}: config file {path} not found")
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        lines = [l for l in str(e).splitlines() if l.strip()]
+        # a config file that raised: keep the flag and the exception, drop the traceback between
+        fail(f"{lines[0]} {lines[-1]}" if "Traceback" in str(e) else lines[0])
+    except Exception as e:  # ml_collections raises AttributeError/KeyError for unknown fields
+        problem = _diagnose_overrides(argv, spec) if spec else None
+        fail(problem or f"--config={spec}: {type(e).__name__}: {e}")
+
+
+def config_label(spec: str) -> str:
+    path, _, arg = spec.partition(":")
+    return Path(path).stem + (f":{arg}" if arg else "")
+
+
+def default_workdir(spec: str, config, root: str = "runs") -> str:
+    """runs/<config>_<arg>, plus a hash of the config when overrides changed it."""
+    path, _, arg = spec.partition(":")
+    name = f"{Path(path).stem}_{arg or config.data.name}"
+    as_json = json.loads(config.to_json())
+    if as_json != json.loads(load_config_file(spec).to_json()):
+        name += "_" + hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest()[:8]
+    return os.path.join(root, name)
+
+
+def run(config, workdir: str, **kwargs) -> dict:
+    """train_and_evaluate with every expected failure as one line and an exit code."""
+    try:
+        config_lib.validate(config)
+        return train_lib.train_and_evaluate(config, workdir, **kwargs)
+    except (config_lib.ConfigError, train_lib.WorkdirError) as e:
+        fail(str(e), USAGE)
+    except (data_lib.DataError, train_lib.NumericalError) as e:
+        fail(str(e), FAULT)

@@ -1,0 +1,139 @@
+"""What a run prints and what it leaves in its workdir.
+
+Workdir layout::
+
+    config.json     the validated config
+    metrics.jsonl   one record per pass, split and replica:
+                    {"pass", "split", "replica", "seed", "loss", "error", "misses"}
+    params.npz      final parameters, keys like "h1/kernel" (a leading replica
+                    axis when num_seeds > 1)
+    summary.json    final metrics, wall/compile/train time, device, versions
+
+Every file is written whole to a temporary name and renamed into place, so a
+reader (or a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+CONFIG, METRICS, PARAMS, SUMMARY = "config.json", "metrics.jsonl", "params.npz", "summary.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def eval_line(split: str, loss, error, misses) -> str:
+    """Karpathy's line, e.g. ``eval: split test . loss 2.78e-02. error 4.09%. misses: 82``.
+
+    With arrays (one value per replica) it gives mean +- std, the range of the
+    error, and the number of replicas.
+    """
+    loss, error, misses = (np.atleast_1d(np.asarray(v)) for v in (loss, error, misses))
+    if loss.size == 1:
+        return f"eval: split {split:5s}. loss {loss[0]:.2e}. error {error[0]:.2f}%. misses: {int(misses[0])}"
+    return (
+        f"eval: split {split:5s}. loss {loss.mean():.2e} ± {loss.std():.1e}. "
+        f"error {error.mean():.2f}% ± {error.std():.2f} ({error.min():.2f}-{error.max():.2f}). "
+        f"misses: {misses.mean():.1f} ± {misses.std():.1f} ({loss.size} seeds)"
+    )
+
+
+def pass_records(pass_number: int, metrics: dict, sizes: dict[str, int], seed: int) -> list[dict]:
+    """metrics.jsonl records of one pass, from host copies of the epoch's metrics."""
+    records = []
+    for split, n in sizes.items():
+        losses = np.atleast_1d(metrics[split]["loss"])
+        misses = np.atleast_1d(metrics[split]["misses"])
+        for r, (loss, miss) in enumerate(zip(losses, misses)):
+            records.append(dict(
+                {"pass": pass_number, "split": split, "replica": r, "seed": seed},
+                loss=float(loss), error=100.0 * int(miss) / n, misses=int(miss),
+            ))
+    return records
+
+
+def summarize(records: list[dict], split: str, pass_number: int) -> dict:
+    """Across replicas, at one pass: per-replica lists and mean/std/min/max of each metric."""
+    rows = [r for r in records if r["split"] == split and r["pass"] == pass_number]
+    out: dict[str, Any] = {}
+    for key in ("loss", "error", "misses"):
+        v = np.asarray([r[key] for r in rows], dtype=np.float64)
+        out[key] = v.tolist() if len(v) > 1 else v[0].item()
+        if len(v) > 1:
+            out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), float(v.std())
+            out[f"{key}_min"], out[f"{key}_max"] = float(v.min()), float(v.max())
+    if len(rows) == 1:
+        out["misses"] = int(out["misses"])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Files.
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def flatten_params(params, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out |= flatten_params(v, f"{prefix}{k}/")
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v)
+    return out
+
+
+def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
+    out: dict = {}
+    for key, v in flat.items():
+        node = out
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+def save_params(path: str | os.PathLike, params) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **flatten_params(params))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_params(path: str | os.PathLike) -> dict:
+    with np.load(path) as z:
+        return unflatten_params({k: z[k] for k in z.files})

@@ -1,0 +1,158 @@
+"""TFDS builders for the 1989-shaped datasets (importing this module registers them).
+
+``mnist1989`` and ``usps`` are prepared as ``array_record`` and read with
+``tfds.data_source``, which needs no TensorFlow::
+
+    import lecun_jax  # registers the builders
+    import tensorflow_datasets as tfds
+    ds = tfds.data_source('usps', builder_kwargs={'file_format': 'array_record'})
+    ds['train'][0]  # {'image': float32 (16, 16, 1), 'label': 6, 'index': 0}
+
+The default config, ``shipped``, prepares from the copies inside the package.
+To prepare from a directory of the official files (MNIST IDX ``.gz``; ESL
+``zip.train.gz``/``zip.test.gz``), pass ``config=source_config(name, dir)``
+(or use :func:`lecun_jax.data.load` with ``source_dir=``); its name carries a
+hash of the files' contents, so different sources never share a cache.
+
+Examples keep the 1989 presentation order (TFDS would otherwise shuffle them
+by key): ``index`` is the position in the split, and for ``mnist1989``,
+``source_index`` the digit's index in the official MNIST split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from lecun_jax import data
+
+_CITATION_1989 = """@article{lecun1989backpropagation,
+  title={Backpropagation Applied to Handwritten Zip Code Recognition},
+  author={LeCun, Y. and Boser, B. and Denker, J. S. and Henderson, D. and Howard, R. E. and Hubbard, W. and Jackel, L. D.},
+  journal={Neural Computation}, volume={1}, number={4}, pages={541--551}, year={1989}}"""
+_CITATION_MNIST = """@article{lecun1998gradient,
+  title={Gradient-based learning applied to document recognition},
+  author={LeCun, Y. and Bottou, L. and Bengio, Y. and Haffner, P.},
+  journal={Proceedings of the IEEE}, volume={86}, number={11}, pages={2278--2324}, year={1998}}"""
+
+FILE_FORMAT = "array_record"
+
+
+@dataclasses.dataclass(eq=False)
+class SourceConfig(tfds.core.BuilderConfig):
+    """Where a builder takes its input: the shipped copy (None) or a directory."""
+
+    source_dir: str | None = None
+
+
+SHIPPED = SourceConfig(name="shipped", description="the exact source pixels shipped inside lecun_jax")
+
+
+def _features(extra: dict) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Tensor(shape=data.IMAGE_SHAPE, dtype=np.float32),
+            "label": tfds.features.ClassLabel(num_classes=data.NUM_CLASSES),
+            "index": np.int32,
+            **extra,
+        }
+    )
+
+
+class _Builder1989(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Shared by the 1989-shaped datasets: features, order, and the source switch."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [SHIPPED]
+    DESCRIPTION = HOMEPAGE = CITATION = ""
+    EXTRA_FEATURES: dict = {}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.DESCRIPTION,
+            features=_features(self.EXTRA_FEATURES),
+            supervised_keys=("image", "label"),
+            homepage=self.HOMEPAGE,
+            citation=self.CITATION,
+            disable_shuffling=True,  # keep the 1989 presentation order
+        )
+
+    def _read(self, source_dir) -> dict[str, tuple[np.ndarray, np.ndarray, dict]]:
+        """Per split: (images (N, 16, 16, 1), labels, extra features)."""
+        raise NotImplementedError
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {split: self._generate_examples(*v) for split, v in self._read(self.builder_config.source_dir).items()}
+
+    def _generate_examples(self, images, labels, extra):
+        for i in range(len(labels)):
+            yield i, {"image": images[i], "label": labels[i], "index": i, **{k: v[i] for k, v in extra.items()}}
+
+
+class Mnist1989(_Builder1989):
+    """Karpathy's MNIST proxy of the 1989 data: 7,291 / 2,007 digits at 16x16."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass config=source_config('mnist1989', DIR), DIR holding the MNIST IDX .gz files."
+    DESCRIPTION = (
+        f"7,291 digits drawn without replacement (seed {data.MNIST1989_SEED}) from the first 10,000 MNIST "
+        "training digits and 2,007 from the 10,000 test digits; resized 28->16 like torch's bilinear "
+        "interpolate (align_corners=False, no antialias); scaled x/127.5 - 1. MNIST is CC BY-SA 3.0 "
+        "(LeCun, Cortes, Burges)."
+    )
+    HOMEPAGE = "https://github.com/karpathy/lecun1989-repro"
+    CITATION = _CITATION_MNIST
+    EXTRA_FEATURES = {"source_index": np.int32}
+
+    def _read(self, source_dir):
+        src = data.mnist1989_source(source_dir)
+        return {s: (data.resize_mnist(x), y, {"source_index": i}) for s, (x, y, i) in src.items()}
+
+
+class Usps(_Builder1989):
+    """The USPS zip-code digits of LeCun et al. (1989): 7,291 / 2,007 at 16x16."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass config=source_config('usps', DIR), DIR holding zip.train.gz and zip.test.gz."
+    DESCRIPTION = (
+        "Segmented, size-normalised numerals from U.S. Postal Service envelopes, the 7,291/2,007 split of "
+        "LeCun et al. (1989), as distributed with The Elements of Statistical Learning (Hastie, Tibshirani, "
+        "Friedman): grey values in [-1, 1], 4 decimals."
+    )
+    HOMEPAGE = "https://hastie.su.domains/ElemStatLearn/data.html"
+    CITATION = _CITATION_1989
+
+    def _read(self, source_dir):
+        return {s: (x, y, {}) for s, (x, y) in data.usps_source(source_dir).items()}
+
+
+BUILDERS = {"mnist1989": Mnist1989, "usps": Usps}
+_SOURCE_FILES = {
+    "mnist1989": [f for pair in data.MNIST_FILES.values() for f in pair],
+    "usps": list(data.USPS_FILES.values()),
+}
+
+
+def source_config(name: str, source_dir: str | os.PathLike | None) -> SourceConfig:
+    """The builder config of dataset ``name`` reading ``source_dir`` (None: shipped)."""
+    if source_dir is None:
+        return SHIPPED
+    source_dir = Path(source_dir).expanduser().resolve()
+    if not source_dir.is_dir():
+        raise data.DataError(f"{source_dir}: directory not found (data.source_dir must hold the official {name} files)")
+    h = hashlib.sha256()
+    for f in _SOURCE_FILES[name]:
+        path = source_dir / f
+        if not path.is_file():
+            raise data.DataError(f"{path}: file not found (the {name} source needs {', '.join(_SOURCE_FILES[name])})")
+        h.update(data.sha256(path).encode())
+    return SourceConfig(
+        name=f"dir-{h.hexdigest()[:12]}",
+        description=f"prepared from the files in {source_dir}",
+        source_dir=str(source_dir),
+    )

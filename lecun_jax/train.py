@@ -1,0 +1,350 @@
+"""Training: pure functions of (state, data); each pass is one compiled ``lax.scan``.
+
+The train state is a plain dict::
+
+    {'params': ..., 'opt_state': ..., 'rng': key, 'pass': int32}
+
+``make_epoch(config, ...)`` returns ``epoch(state, data) -> (state, metrics)``:
+one pass of SGD over the training set in the configured order (one example
+per step in 1989), then loss and misses on the full train and test sets, all
+in one compiled program. With ``num_seeds > 1`` the same function is vmapped
+over a leading replica axis of the state: N independent networks, one program.
+
+Randomness: replica r of seed s uses ``key_r = fold_in(PRNGKey(s), r)``; its
+initial weights come from ``fold_in(key_r, 0)``, and pass p, step i from
+``fold_in(fold_in(fold_in(key_r, 1), p), ...)``; so every stream is a pure
+function of (seed, replica, pass, step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax import lax
+
+from lecun_jax import config as config_lib
+from lecun_jax import data as data_lib
+from lecun_jax import losses, optimizers, reporting
+from lecun_jax import model as model_lib
+
+State = dict[str, Any]
+SPLITS = ("train", "test")
+EVAL_CHUNK = 1024  # examples per evaluation chunk: bounds the memory of the patch gathers
+
+
+def make_model(config: ml_collections.ConfigDict) -> model_lib.Net1989:
+    m = config.model
+    return model_lib.Net1989(
+        activation=m.activation,
+        output_activation=m.output_activation,
+        dropout_rate=m.dropout,
+        output_bias_init=m.output_bias_init,
+        hidden_pad_value=m.hidden_pad_value,
+        conv=m.conv,
+    )
+
+
+def steps_per_pass(num_train: int, batch_size: int) -> int:
+    return math.ceil(num_train / batch_size)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, num_train: int) -> optax.GradientTransformation:
+    total = config.train.passes * steps_per_pass(num_train, config.train.batch_size)
+    return optimizers.make(config.optimizer, total_steps=total)
+
+
+def replica_key(seed: int, replica) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(seed), replica)
+
+
+def init_state(model: model_lib.Net1989, tx: optax.GradientTransformation, key: jax.Array) -> State:
+    """The state before the first pass, from one replica's key."""
+    params = model_lib.init(model, jax.random.fold_in(key, 0))
+    return {"params": params, "opt_state": tx.init(params), "rng": jax.random.fold_in(key, 1), "pass": jnp.int32(0)}
+
+
+def init_states(config: ml_collections.ConfigDict, model, tx) -> State:
+    """Initial state of every replica: a leading axis of ``num_seeds`` when it is above 1."""
+
+    @jax.jit  # one compiled program; op by op, Flax's init takes seconds on a CPU
+    def init(seed):
+        if config.num_seeds == 1:
+            return init_state(model, tx, replica_key(seed, 0))
+        keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(config.num_seeds))
+        return jax.vmap(lambda k: init_state(model, tx, k))(keys)
+
+    return init(jnp.uint32(config.seed))
+
+
+def make_train_pass(
+    model: model_lib.Net1989,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable,
+    *,
+    num_train: int,
+    batch_size: int,
+    shuffle: bool,
+    unroll: int = 1,
+) -> Callable[[State, jax.Array, jax.Array], State]:
+    """One pass over the training set: ``train_pass(state, images, labels) -> state``.
+
+    Batches are ``batch_size`` consecutive examples of the pass's order (fixed,
+    or a fresh permutation per pass with ``shuffle``); a last, short batch is
+    padded and its padding masked out of the loss, so every example counts once.
+    """
+    steps = steps_per_pass(num_train, batch_size)
+    padding = steps * batch_size - num_train
+
+    def loss_of(params, images, labels, mask, key):
+        outputs = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
+        per_example = loss_fn(outputs, labels)
+        if mask is None:
+            return jnp.mean(per_example)
+        return jnp.sum(per_example * mask) / jnp.sum(mask)
+
+    grad_fn = jax.grad(loss_of)
+
+    def train_pass(state: State, images: jax.Array, labels: jax.Array) -> State:
+        pass_key = jax.random.fold_in(state["rng"], state["pass"])
+        order_key, step_key = jax.random.fold_in(pass_key, 0), jax.random.fold_in(pass_key, 1)
+        order = jax.random.permutation(order_key, num_train) if shuffle else jnp.arange(num_train)
+        xs = {"step": jnp.arange(steps), "index": jnp.pad(order, (0, padding)).reshape(steps, batch_size)}
+        if padding:
+            xs["mask"] = (jnp.arange(steps * batch_size) < num_train).astype(jnp.float32).reshape(steps, batch_size)
+
+        def step(carry, x):
+            params, opt_state = carry
+            grads = grad_fn(
+                params, images[x["index"]], labels[x["index"]], x.get("mask"), jax.random.fold_in(step_key, x["step"])
+            )
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (params, opt_state), _ = lax.scan(step, (state["params"], state["opt_state"]), xs, unroll=unroll)
+        return {**state, "params": params, "opt_state": opt_state, "pass": state["pass"] + 1}
+
+    return train_pass
+
+
+def make_evaluate(model: model_lib.Net1989, loss_fn: Callable, num_examples: int, chunk: int = EVAL_CHUNK):
+    """``evaluate(params, images, labels) -> {'loss': mean loss, 'misses': int32 count}`` on a whole split."""
+    chunks = math.ceil(num_examples / chunk)
+    padding = chunks * chunk - num_examples
+
+    def sums(params, images, labels, mask):
+        outputs = model.apply({"params": params}, images, train=False)
+        wrong = jnp.argmax(outputs, axis=-1) != labels
+        return jnp.sum(loss_fn(outputs, labels) * mask), jnp.sum(wrong * mask, dtype=jnp.int32)
+
+    def evaluate(params, images, labels):
+        if chunks == 1:
+            loss, misses = sums(params, images, labels, jnp.ones(num_examples))
+        else:
+            pad = lambda a: jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1)).reshape(chunks, chunk, *a.shape[1:])
+            mask = (jnp.arange(chunks * chunk) < num_examples).reshape(chunks, chunk)
+            loss, misses = lax.map(lambda a: sums(params, *a), (pad(images), pad(labels), mask))
+            loss, misses = jnp.sum(loss), jnp.sum(misses)
+        return {"loss": loss / num_examples, "misses": misses}
+
+    return evaluate
+
+
+def make_epoch(config: ml_collections.ConfigDict, num_train: int, num_test: int, *, unroll: int = 1):
+    """``epoch(state, data) -> (state, metrics)``, jitted, the state donated.
+
+    ``data`` holds ``{train,test}_{images,labels}``; ``metrics[split]`` holds
+    ``loss`` and ``misses``, and ``metrics['finite']`` whether every parameter
+    is still finite. With ``num_seeds > 1`` everything has a leading replica axis.
+    """
+    model = make_model(config)
+    tx = make_optimizer(config, num_train)
+    loss_fn = losses.get(config.loss)
+    train_pass = make_train_pass(
+        model, tx, loss_fn,
+        num_train=num_train, batch_size=config.train.batch_size, shuffle=config.train.shuffle, unroll=unroll,
+    )
+    evaluators = {"train": make_evaluate(model, loss_fn, num_train), "test": make_evaluate(model, loss_fn, num_test)}
+
+    def epoch(state: State, data: dict) -> tuple[State, dict]:
+        state = train_pass(state, data["train_images"], data["train_labels"])
+        metrics = {s: evaluators[s](state["params"], data[f"{s}_images"], data[f"{s}_labels"]) for s in SPLITS}
+        metrics["finite"] = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(state["params"])]))
+        return state, metrics
+
+    if config.num_seeds > 1:
+        epoch = jax.vmap(epoch, in_axes=(0, None))
+    return jax.jit(epoch, donate_argnums=0)
+
+
+def device_data(dataset) -> dict[str, jax.Array]:
+    """The dataset's arrays, on the default device for the whole run."""
+    arrays = {}
+    for s in SPLITS:
+        split = dataset.split(s)
+        arrays[f"{s}_images"], arrays[f"{s}_labels"] = split.images, split.labels
+    return jax.device_put(arrays)
+
+
+def to_numpy(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+# ---------------------------------------------------------------------------
+# The host loop: load, compile, run the passes, write the workdir.
+
+
+class WorkdirError(ValueError):
+    """The workdir holds a different run."""
+
+
+class NumericalError(FloatingPointError):
+    """Loss or parameters stopped being finite."""
+
+
+def _config_json(config) -> dict:
+    return json.loads(config.to_json())
+
+
+def _check_workdir(config, workdir: Path, overwrite: bool) -> dict | None:
+    """The finished run's summary if ``workdir`` already holds this run; raises if it holds another."""
+    if overwrite or not (workdir / reporting.CONFIG).exists():
+        return None
+    previous = json.loads((workdir / reporting.CONFIG).read_text())
+    if previous != _config_json(config):
+        old, new = config_lib.flatten(previous), config_lib.flatten(_config_json(config))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+        raise WorkdirError(
+            f"{workdir} holds a run with a different config (fields {', '.join(changed)}); "
+            "pass --overwrite to replace it, or choose another --workdir"
+        )
+    if (workdir / reporting.SUMMARY).exists():
+        return json.loads((workdir / reporting.SUMMARY).read_text())
+    return None
+
+
+def device_info() -> dict:
+    d = jax.devices()[0]
+    return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count()}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    overwrite: bool = False,
+    label: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Trains as ``config`` says, writes ``workdir``, returns the run summary.
+
+    Re-running on a workdir that already holds the finished run with the same
+    config prints its results and returns its summary; a workdir holding a
+    different config is refused unless ``overwrite``.
+    """
+    start = time.perf_counter()
+    config_lib.validate(config)
+    workdir = Path(workdir)
+    done = _check_workdir(config, workdir, overwrite)
+    if done is not None:
+        echo(f"{workdir} already holds this run, finished; its results:")
+        for split in SPLITS:
+            f = done["final"][split]
+            echo(reporting.eval_line(split, f["loss"], f["error"], f["misses"]))
+        return done
+
+    dataset = data_lib.load(config.data.name, source_dir=config.data.source_dir, data_dir=config.data.tfds_dir)
+    arrays = device_data(dataset)
+    sizes = {s: len(dataset.split(s)) for s in SPLITS}
+    data_s = time.perf_counter() - start
+
+    model = make_model(config)
+    tx = make_optimizer(config, sizes["train"])
+    state = init_states(config, model, tx)
+    t = time.perf_counter()
+    epoch = make_epoch(config, sizes["train"], sizes["test"]).lower(state, arrays).compile()
+    compile_s = time.perf_counter() - t
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in (reporting.SUMMARY, reporting.PARAMS, reporting.METRICS):
+        (workdir / stale).unlink(missing_ok=True)
+    reporting.write_json(workdir / reporting.CONFIG, _config_json(config))
+    echo(
+        f"{config.data.name}: {sizes['train']:,} train / {sizes['test']:,} test digits; "
+        f"{model_lib.count_params()['total']:,} parameters; {config.num_seeds} seed(s) from {config.seed}; "
+        f"{device_info()['kind']}; compiled in {compile_s:.1f} s"
+    )
+
+    records, pass_times = [], []
+    for p in range(1, config.train.passes + 1):
+        t = time.perf_counter()
+        state, metrics = epoch(state, arrays)
+        metrics = to_numpy(metrics)
+        pass_times.append(time.perf_counter() - t)
+        new = reporting.pass_records(p, metrics, sizes, config.seed)
+        records += new
+        reporting.write_jsonl(workdir / reporting.METRICS, records)
+        echo(f"pass {p}/{config.train.passes} ({pass_times[-1]:.2f} s)")
+        for split in SPLITS:
+            m = metrics[split]
+            echo(reporting.eval_line(split, m["loss"], 100.0 * m["misses"] / sizes[split], m["misses"]))
+        bad = [r for r in new if not np.isfinite(r["loss"])]
+        if bad or not np.all(metrics["finite"]):
+            raise NumericalError(
+                f"pass {p}: loss or parameters became NaN/Inf (replicas "
+                f"{sorted({r['replica'] for r in bad}) or 'with non-finite parameters'}); "
+                f"optimizer.learning_rate={config.optimizer.learning_rate} is the likely cause; metrics so far are in "
+                f"{workdir / reporting.METRICS}"
+            )
+
+    reporting.save_params(workdir / reporting.PARAMS, to_numpy(state["params"]))
+    steps = steps_per_pass(sizes["train"], config.train.batch_size)
+    train_s = sum(pass_times)
+    summary = {
+        "label": label,
+        "dataset": config.data.name,
+        "num_seeds": config.num_seeds,
+        "passes": config.train.passes,
+        "steps_per_pass": steps,
+        "presentations": config.train.passes * sizes["train"],
+        "params": model_lib.count_params(),
+        "macs_per_digit": model_lib.count_macs()["total"],
+        "final": {s: reporting.summarize(records, s, config.train.passes) for s in SPLITS},
+        "time": {
+            "wall_s": time.perf_counter() - start,
+            "data_s": data_s,
+            "compile_s": compile_s,
+            "train_s": train_s,
+            "pass_s": pass_times,
+            "us_per_step": 1e6 * float(np.median(pass_times)) / steps,
+        },
+        "device": device_info(),
+        "versions": versions(),
+    }
+    reporting.write_json(workdir / reporting.SUMMARY, summary)
+    echo(
+        f"done: {config.train.passes} passes in {train_s:.1f} s "
+        f"({summary['time']['us_per_step']:.1f} µs per step, median pass) + {compile_s:.1f} s compile; "
+        f"wall {summary['time']['wall_s']:.1f} s; results in {workdir}"
+    )
+    return summary
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("lecun_jax", "jax", "jaxlib", "flax", "optax", "tensorflow-datasets"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

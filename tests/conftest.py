@@ -1,0 +1,42 @@
+"""Shared fixtures. Real digits come from ../shared/data where it exists (CI has
+it); tests that need it are skipped, with the reason, where it does not."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LECUN_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# Prepared TFDS datasets go to a private directory, never the user's ~/tensorflow_datasets.
+os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="lecun_jax_tfds_"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "mnist").is_dir() or not (SHARED_DATA / "usps").is_dir():
+        pytest.skip(f"real digit files not found at {SHARED_DATA} (../shared/data beside the checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tfds_dir() -> str:
+    return os.environ["TFDS_DATA_DIR"]
+
+
+@pytest.fixture(scope="session")
+def mnist1989(tfds_dir):
+    from lecun_jax import data
+
+    return data.load("mnist1989", data_dir=tfds_dir)
+
+
+@pytest.fixture(scope="session")
+def usps(tfds_dir):
+    from lecun_jax import data
+
+    return data.load("usps", data_dir=tfds_dir)

@@ -1,0 +1,86 @@
+"""Config files equal the recipes they name; validation names the field, the value and what is valid."""
+
+import importlib.util
+import math
+
+import pytest
+
+from lecun_jax import config as config_lib
+from conftest import REPO
+
+
+def load_config(spec: str):
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("cfg", REPO / path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def test_lecun1989_is_the_1989_recipe():
+    # design.md section 2
+    for dataset in ("mnist1989", "usps"):
+        c = load_config(f"configs/lecun1989.py:{dataset}")
+        config_lib.validate(c)
+        assert c.data.name == dataset
+        assert c.loss == "mse"
+        assert (c.optimizer.name, c.optimizer.learning_rate) == ("sgd", 0.03)
+        assert (c.train.passes, c.train.batch_size, c.train.shuffle) == (23, 1, False)
+        assert (c.model.activation, c.model.output_activation) == ("tanh", "tanh")
+        assert (c.model.dropout, c.model.output_bias_init, c.model.hidden_pad_value) == (0.0, -1.0, -1.0)
+    assert load_config("configs/lecun1989.py").data.name == "mnist1989"
+    with pytest.raises(ValueError, match="unknown dataset; valid: mnist1989, usps"):
+        load_config("configs/lecun1989.py:cifar")
+
+
+BAD = [
+    ("optimizer.learning_rate", 0.0, "valid: in (0, inf]"),
+    ("optimizer.learning_rate", -0.03, "valid: in (0, inf]"),
+    ("optimizer.learning_rate", math.nan, "finite"),
+    ("optimizer.learning_rate", "fast", "expected a number"),
+    ("optimizer.name", "adam", "valid: sgd"),
+    ("loss", "hinge", "valid: mse, cross_entropy"),
+    ("model.activation", "sigmoid", "valid: tanh, relu"),
+    ("model.output_activation", "softmax", "valid: tanh, linear"),
+    ("model.dropout", 1.0, "valid: in [0, 1)"),
+    ("model.dropout", -0.1, "valid: in [0, 1)"),
+    ("model.conv", "fft", "valid: patches, lax"),
+    ("train.passes", 0, "valid: integer in [1, inf]"),
+    ("train.passes", 2.5, "expected an integer"),
+    ("train.batch_size", 0, "valid: integer in [1, 7291]"),
+    ("train.batch_size", 10_000, "valid: integer in [1, 7291]"),
+    ("train.shuffle", "yes", "expected True or False"),
+    ("data.name", "cifar10", "valid: mnist1989, usps"),
+    ("data.source_dir", 3, "expected a path or None"),
+    ("seed", -1, "valid: integer in [0, 4.29497e+09]"),
+    ("num_seeds", 0, "valid: integer in [1, inf]"),
+    ("model.output_bias_init", math.inf, "finite"),
+]
+
+
+@pytest.mark.parametrize("field,value,valid", BAD, ids=[f"{f}={v!r}" for f, v, _ in BAD])
+def test_validation_names_field_value_and_what_is_valid(field, value, valid):
+    c = config_lib.base()
+    with c.ignore_type():  # let a field take a value of another type, as a hand-edited config file can
+        node = c
+        *parents, leaf = field.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    with pytest.raises(config_lib.ConfigError) as e:
+        config_lib.validate(c)
+    message = str(e.value)
+    assert message.startswith(f"config.{field}={value!r}: ")
+    assert valid in message
+    assert "\n" not in message
+
+
+def test_unknown_and_missing_fields():
+    c = config_lib.base()
+    c.optimizer.lr = 0.1  # a typo in a config file
+    with pytest.raises(config_lib.ConfigError, match=r"config.optimizer.lr: unknown field; valid fields: seed, "):
+        config_lib.validate(c)
+    c = config_lib.base()
+    del c.train["shuffle"]
+    with pytest.raises(config_lib.ConfigError, match=r"config.train.shuffle: missing"):
+        config_lib.validate(c)
