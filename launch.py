@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 import sys
 
+# One XLA device per CPU core, so that replicas (num_seeds > 1) can be sharded
+# over the cores; it must be set before JAX starts, and changes nothing else.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={cores}".strip()
+
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -28,6 +34,7 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # --verbosity=0 shows info logs
     tfds.disable_progress_bar()
+    cli.maybe_initialize_distributed()
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.train.passes=5)")
     config, spec = _CONFIG.value, cli.config_spec(sys.argv)

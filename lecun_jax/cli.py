@@ -120,6 +120,22 @@ def default_workdir(spec: str, config, root: str = "runs") -> str:
     return os.path.join(root, name)
 
 
+_CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")
+
+
+def maybe_initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` when a multi-process cluster environment is present.
+
+    JAX reads the coordinator, process count and index from the environment
+    (its own JAX_* variables, SLURM, Open MPI, Cloud TPU); a lone process skips it.
+    """
+    present = [v for v in _CLUSTER_ENV if os.environ.get(v)]
+    if present and not (present == ["SLURM_STEP_NUM_TASKS"] and os.environ["SLURM_STEP_NUM_TASKS"] == "1"):
+        import jax
+
+        jax.distributed.initialize()
+
+
 def run(config, workdir: str, **kwargs) -> dict:
     """train_and_evaluate with every expected failure as one line and an exit code."""
     try:

@@ -37,7 +37,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.dropout = 0.0  # dropout rate on the input of H3, in [0, 1)
     c.model.output_bias_init = -1.0  # nine of ten targets are -1
     c.model.hidden_pad_value = -1.0  # H1 padding before H2 (Karpathy: -1 even with relu)
-    c.model.conv = "patches"  # patches (gather + einsum, fast) | lax (lax.conv reference)
+    c.model.conv = "auto"  # auto (patches up to batch 16, else lax) | patches | lax: same function, speed only
 
     c.loss = "mse"  # mse (mean over outputs, +-1 targets) | cross_entropy
 

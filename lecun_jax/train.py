@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
@@ -158,13 +159,32 @@ def make_evaluate(model: model_lib.Net1989, loss_fn: Callable, num_examples: int
     return evaluate
 
 
-def make_epoch(config: ml_collections.ConfigDict, num_train: int, num_test: int, *, unroll: int = 1):
+def seed_mesh(num_seeds: int) -> Mesh | None:
+    """A 1-D mesh over the devices that share the replica axis, or None for one device.
+
+    Uses as many devices as evenly divide ``num_seeds`` (all of them when they
+    do). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes
+    N devices of the N cores; ``launch.py`` sets it.
+    """
+    devices = jax.devices()
+    n = math.gcd(num_seeds, len(devices)) if num_seeds > 1 else 1
+    return Mesh(np.asarray(devices[:n]), ("seed",)) if n > 1 else None
+
+
+def make_epoch(
+    config: ml_collections.ConfigDict, num_train: int, num_test: int, *, mesh: Mesh | None = None, unroll: int | None = None
+):
     """``epoch(state, data) -> (state, metrics)``, jitted, the state donated.
 
     ``data`` holds ``{train,test}_{images,labels}``; ``metrics[split]`` holds
     ``loss`` and ``misses``, and ``metrics['finite']`` whether every parameter
-    is still finite. With ``num_seeds > 1`` everything has a leading replica axis.
+    is still finite. With ``num_seeds > 1`` everything has a leading replica
+    axis, sharded over ``mesh`` when given (data replicated).
+    ``unroll`` (None: 4 steps with several replicas per device, else 1) only
+    changes speed.
     """
+    if unroll is None:
+        unroll = 4 if config.num_seeds // (mesh.size if mesh else 1) > 1 else 1
     model = make_model(config)
     tx = make_optimizer(config, num_train)
     loss_fn = losses.get(config.loss)
@@ -174,27 +194,44 @@ def make_epoch(config: ml_collections.ConfigDict, num_train: int, num_test: int,
     )
     evaluators = {"train": make_evaluate(model, loss_fn, num_train), "test": make_evaluate(model, loss_fn, num_test)}
 
-    def epoch(state: State, data: dict) -> tuple[State, dict]:
-        state = train_pass(state, data["train_images"], data["train_labels"])
-        metrics = {s: evaluators[s](state["params"], data[f"{s}_images"], data[f"{s}_labels"]) for s in SPLITS}
-        metrics["finite"] = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(state["params"])]))
-        return state, metrics
+    def evaluate(params, data):
+        metrics = {s: evaluators[s](params, data[f"{s}_images"], data[f"{s}_labels"]) for s in SPLITS}
+        metrics["finite"] = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        return metrics
 
-    if config.num_seeds > 1:
-        epoch = jax.vmap(epoch, in_axes=(0, None))
+    def epoch(state: State, data: dict) -> tuple[State, dict]:
+        if config.num_seeds == 1:
+            state = train_pass(state, data["train_images"], data["train_labels"])
+            return state, evaluate(state["params"], data)
+        # Training is vmapped over the replicas (per-digit steps are too small
+        # to fill the machine); evaluation maps over them one at a time, each
+        # a large batch, where a vmapped convolution would become a slow grouped one.
+        state = jax.vmap(train_pass, in_axes=(0, None, None))(state, data["train_images"], data["train_labels"])
+        return state, lax.map(lambda p: evaluate(p, data), state["params"])
+
+    if mesh is None:
+        return jax.jit(epoch, donate_argnums=0)
+    # Each device runs the epoch on its own replicas; the data is on every device.
+    sharded, replicated = PartitionSpec("seed"), PartitionSpec()
+    epoch = jax.shard_map(epoch, mesh=mesh, in_specs=(sharded, replicated), out_specs=sharded, check_vma=False)
     return jax.jit(epoch, donate_argnums=0)
 
 
-def device_data(dataset) -> dict[str, jax.Array]:
-    """The dataset's arrays, on the default device for the whole run."""
+def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:
+    """The dataset's arrays on the device (on every device of ``mesh``) for the whole run."""
     arrays = {}
     for s in SPLITS:
         split = dataset.split(s)
         arrays[f"{s}_images"], arrays[f"{s}_labels"] = split.images, split.labels
-    return jax.device_put(arrays)
+    return jax.device_put(arrays, None if mesh is None else NamedSharding(mesh, PartitionSpec()))
 
 
 def to_numpy(tree):
+    """Host copies; with several processes, gathered from all of them."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
@@ -231,9 +268,12 @@ def _check_workdir(config, workdir: Path, overwrite: bool) -> dict | None:
     return None
 
 
-def device_info() -> dict:
+def device_info(mesh: Mesh | None = None) -> dict:
     d = jax.devices()[0]
-    return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count()}
+    return {
+        "platform": d.platform, "kind": d.device_kind, "count": jax.device_count(),
+        "processes": jax.process_count(), "used": 1 if mesh is None else mesh.size,
+    }
 
 
 def train_and_evaluate(
@@ -261,16 +301,19 @@ def train_and_evaluate(
             echo(reporting.eval_line(split, f["loss"], f["error"], f["misses"]))
         return done
 
+    mesh = seed_mesh(config.num_seeds)
     dataset = data_lib.load(config.data.name, source_dir=config.data.source_dir, data_dir=config.data.tfds_dir)
-    arrays = device_data(dataset)
+    arrays = device_data(dataset, mesh)
     sizes = {s: len(dataset.split(s)) for s in SPLITS}
     data_s = time.perf_counter() - start
 
     model = make_model(config)
     tx = make_optimizer(config, sizes["train"])
     state = init_states(config, model, tx)
+    if mesh is not None:
+        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seed")))
     t = time.perf_counter()
-    epoch = make_epoch(config, sizes["train"], sizes["test"]).lower(state, arrays).compile()
+    epoch = make_epoch(config, sizes["train"], sizes["test"], mesh=mesh).lower(state, arrays).compile()
     compile_s = time.perf_counter() - t
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +323,7 @@ def train_and_evaluate(
     echo(
         f"{config.data.name}: {sizes['train']:,} train / {sizes['test']:,} test digits; "
         f"{model_lib.count_params()['total']:,} parameters; {config.num_seeds} seed(s) from {config.seed}; "
-        f"{device_info()['kind']}; compiled in {compile_s:.1f} s"
+        f"{device_info()['kind']} x{1 if mesh is None else mesh.size}; compiled in {compile_s:.1f} s"
     )
 
     records, pass_times = [], []
@@ -326,7 +369,7 @@ def train_and_evaluate(
             "pass_s": pass_times,
             "us_per_step": 1e6 * float(np.median(pass_times)) / steps,
         },
-        "device": device_info(),
+        "device": device_info(mesh),
         "versions": versions(),
     }
     reporting.write_json(workdir / reporting.SUMMARY, summary)

@@ -44,7 +44,7 @@ BAD = [
     ("model.output_activation", "softmax", "valid: tanh, linear"),
     ("model.dropout", 1.0, "valid: in [0, 1)"),
     ("model.dropout", -0.1, "valid: in [0, 1)"),
-    ("model.conv", "fft", "valid: patches, lax"),
+    ("model.conv", "fft", "valid: auto, patches, lax"),
     ("train.passes", 0, "valid: integer in [1, inf]"),
     ("train.passes", 2.5, "expected an integer"),
     ("train.batch_size", 0, "valid: integer in [1, 7291]"),
