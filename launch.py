@@ -39,7 +39,10 @@ def main(argv):
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.train.passes=5)")
     config, spec = _CONFIG.value, cli.config_spec(sys.argv)
     workdir = flags.FLAGS.workdir or cli.default_workdir(spec, config)
-    cli.run(config, workdir, overwrite=flags.FLAGS.overwrite, label=cli.config_label(spec))
+    if config.sweep.rows or config.sweep.grid:
+        cli.run_sweep(spec, config, workdir, overwrite=flags.FLAGS.overwrite)
+    else:
+        cli.run(config, workdir, overwrite=flags.FLAGS.overwrite, label=cli.config_label(spec))
 
 
 if __name__ == "__main__":

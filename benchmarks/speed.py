@@ -1,60 +1,207 @@
-"""Speed of the 1989 recipe, side by side in one run; prints figures and writes JSON.
+"""Speed and memory of lecun_jax, side by side in one run; prints figures and writes JSON.
 
-    python benchmarks/speed.py                       # all sections
-    python benchmarks/speed.py --sections=run,torch --torch_passes=23
+    python benchmarks/speed.py                         # every section but torch's 23 passes
+    python benchmarks/speed.py --sections=step,pyloop  # some of them
+    python benchmarks/speed.py --torch_passes=23       # the whole PyTorch reference run too
 
-Sections:
-  run    the whole default run (python launch.py: 23 passes on mnist1989), as a
-         user runs it: wall time of the process, compile time, per-step time.
-  torch  the same recipe as a per-step PyTorch loop (benchmarks/torch_reference.py),
-         if torch is installed; --torch_passes passes (23 = the whole run).
+Sections (medians of --repeats timings; compile reported apart):
+  step    the 1989 recipe (batch 1, SGD): one compiled pass (lax.scan over 7,291
+          steps), time per SGD step
+  pyloop  the same steps as a Python loop over a jitted single-step function
+          (how the public JAX port trains), time per step; ratio to `step`
+  run     the whole default run as a user runs it (python launch.py, 23 passes):
+          process wall time, compile time, peak resident memory
+  seeds   1, 8 and 32 replicas (vmapped, sharded over the local devices): wall
+          time per pass, evaluation of both splits included, and ratio to 1
+  batch   the modern recipe (relu_dropout) at batch 256 and 1024: images/s
+  torch   the 1989 recipe as a per-step PyTorch loop, if torch is installed
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import subprocess
 import sys
+
+# One XLA device per core (as launch.py does), before JAX starts.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"
+    ).strip()
+
+import json
+import platform
+import resource
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 from absl import app, flags
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-flags.DEFINE_list("sections", ["run", "torch"], "Which sections to run.")
-flags.DEFINE_integer("torch_passes", 23, "Passes of the PyTorch reference loop.")
-flags.DEFINE_integer("repeats", 1, "Repeats of the whole-run section (the median is reported).")
+from lecun_jax import config as config_lib  # noqa: E402
+from lecun_jax import data, losses, train  # noqa: E402
+
+flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "batch", "torch"], "Sections to run.")
+flags.DEFINE_integer("repeats", 5, "Timed repeats per figure (the median is reported).")
+flags.DEFINE_integer("pyloop_steps", 3000, "Steps of the Python-loop baseline.")
+flags.DEFINE_list("seed_counts", ["1", "8", "32"], "Replica counts of the seeds section.")
+flags.DEFINE_list("batch_sizes", ["256", "1024"], "Batch sizes of the batch section.")
+flags.DEFINE_integer("torch_passes", 1, "Passes of the PyTorch reference loop (23: the whole run).")
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "results" / "speed.json"), "JSON output path.")
 FLAGS = flags.FLAGS
 
 
+def median_time(fn, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), times
+
+
+def preset(row: str):
+    return config_lib.load_file(REPO / "configs" / "ablations.py", row)
+
+
+_DATA = {}
+
+
+def mnist1989():
+    if "d" not in _DATA:
+        _DATA["d"] = data.load("mnist1989")
+    return _DATA["d"]
+
+
+def bench_step() -> dict:
+    """The compiled pass of the 1989 recipe, per SGD step."""
+    c = config_lib.base()
+    ds = mnist1989()
+    n = len(ds.train)
+    model, tx = train.make_model(c), train.make_optimizer(c, n)
+    state = train.init_states(c, model, tx)
+    x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
+    train_pass = jax.jit(train.make_train_pass(model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False))
+    t = time.perf_counter()
+    compiled = train_pass.lower(state, x, y).compile()
+    compile_s = time.perf_counter() - t
+    jax.block_until_ready(compiled(state, x, y))
+    med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)
+    out = {"us_per_step": 1e6 * med / n, "pass_s": times, "compile_s": compile_s, "steps": n}
+    print(f"[step]   compiled pass, 1989 recipe: {out['us_per_step']:.1f} µs/step (median of {FLAGS.repeats} passes), "
+          f"compile {compile_s:.2f} s")
+    return out
+
+
+def bench_pyloop() -> dict:
+    """A Python loop over a jitted single SGD step, as the public JAX port trains."""
+    c = config_lib.base()
+    ds = mnist1989()
+    model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
+    state = train.init_states(c, model, tx)
+    params, opt_state = state["params"], state["opt_state"]
+    x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
+
+    @jax.jit
+    def step(params, opt_state, xi, yi):
+        grads = jax.grad(lambda p: losses.mse(model.apply({"params": p}, xi), yi).mean())(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return jax.tree.map(lambda p, u: p + u, params, updates), opt_state
+
+    n = FLAGS.pyloop_steps
+    params, opt_state = step(params, opt_state, x[:1], y[:1])  # compile
+
+    def loop():
+        p, o = params, opt_state
+        for i in range(n):
+            p, o = step(p, o, x[i : i + 1], y[i : i + 1])
+        return p
+
+    med, times = median_time(loop, max(1, FLAGS.repeats // 2))
+    out = {"us_per_step": 1e6 * med / n, "steps": n, "loop_s": times}
+    print(f"[pyloop] Python loop over a jitted step: {out['us_per_step']:.1f} µs/step ({n} steps)")
+    return out
+
+
 def bench_run() -> dict:
-    """python launch.py, timed from outside, plus the run's own summary."""
-    walls, summaries = [], []
-    for _ in range(FLAGS.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            subprocess.run([sys.executable, str(REPO / "launch.py"), f"--workdir={tmp}/w"], check=True,
-                           capture_output=True, text=True)
-            walls.append(time.perf_counter() - t)
-            summaries.append(json.loads(Path(tmp, "w", "summary.json").read_text()))
-    s = summaries[len(summaries) // 2]
+    """python launch.py, timed from outside; peak RSS of the child."""
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        subprocess.run([sys.executable, str(REPO / "launch.py"), f"--workdir={tmp}/w"], check=True,
+                       capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        s = json.loads(Path(tmp, "w", "summary.json").read_text())
     out = {
-        "process_wall_s": sorted(walls)[len(walls) // 2],
-        "run_wall_s": s["time"]["wall_s"],
-        "compile_s": s["time"]["compile_s"],
-        "train_s": s["time"]["train_s"],
-        "us_per_step": s["time"]["us_per_step"],
+        "process_wall_s": wall, "run_wall_s": s["time"]["wall_s"], "compile_s": s["time"]["compile_s"],
+        "train_s": s["time"]["train_s"], "us_per_step_with_eval": s["time"]["us_per_step"],
+        "peak_rss_mb": peak_kib / 1024, "peak_rss_note": "max RSS of any child so far" if before else "",
         "final": s["final"],
     }
-    print(f"[run]   python launch.py (23 passes, mnist1989): {out['process_wall_s']:.1f} s process wall, "
-          f"{out['run_wall_s']:.1f} s run wall, {out['compile_s']:.1f} s compile, "
-          f"{out['us_per_step']:.1f} µs/step; test error {s['final']['test']['error']:.2f}%")
+    print(f"[run]    python launch.py (23 passes): {wall:.1f} s process wall ({s['time']['train_s']:.1f} s training "
+          f"+ {s['time']['compile_s']:.1f} s compile), peak RSS {out['peak_rss_mb']:.0f} MB, "
+          f"test error {s['final']['test']['error']:.2f}%")
+    return out
+
+
+def bench_seeds() -> dict:
+    """Wall time per pass (train + eval of both splits) for several replica counts."""
+    ds = mnist1989()
+    out = {"devices": jax.device_count()}
+    for s in map(int, FLAGS.seed_counts):
+        c = config_lib.base()
+        c.num_seeds = s
+        mesh, replicas = train.replica_layout(s)
+        model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
+        arrays = train.device_data(ds, mesh)
+        state = train.init_states(c, model, tx, replicas)
+        if mesh is not None:
+            state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
+        t = time.perf_counter()
+        epoch = train.make_epoch(c, len(ds.train), len(ds.test), mesh=mesh).lower(state, arrays).compile()
+        compile_s = time.perf_counter() - t
+        holder = {"state": state}
+
+        def one_pass():
+            holder["state"], m = epoch(holder["state"], arrays)
+            return m
+
+        one_pass()
+        med, times = median_time(one_pass, FLAGS.repeats)
+        out[str(s)] = {"pass_s": med, "times": times, "compile_s": compile_s, "devices_used": 1 if mesh is None else mesh.size,
+                       "replicas": replicas}
+        ratio = med / out["1"]["pass_s"] if "1" in out else float("nan")
+        out[str(s)]["ratio_to_1"] = ratio
+        print(f"[seeds]  {s:3d} replicas on {out[str(s)]['devices_used']} device(s): {med:.2f} s per pass "
+              f"(train + eval), {ratio:.2f}x one replica; compile {compile_s:.1f} s")
+    return out
+
+
+def bench_batch() -> dict:
+    """Training throughput of the modern recipe at large batch sizes."""
+    ds = mnist1989()
+    n = len(ds.train)
+    out = {}
+    for b in map(int, FLAGS.batch_sizes):
+        c = preset("relu_dropout")
+        c.train.batch_size = b
+        model, tx = train.make_model(c), train.make_optimizer(c, n)
+        state = train.init_states(c, model, tx)
+        x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
+        train_pass = jax.jit(train.make_train_pass(model, tx, losses.get(c.loss), num_train=n, batch_size=b,
+                                                   shuffle=False, augment=c.augment))
+        compiled = train_pass.lower(state, x, y).compile()
+        jax.block_until_ready(compiled(state, x, y))
+        med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)
+        out[str(b)] = {"images_per_s": n / med, "pass_s": med}
+        print(f"[batch]  modern recipe, batch {b}: {n / med:,.0f} images/s ({med * 1e3:.0f} ms per pass)")
     return out
 
 
@@ -62,36 +209,38 @@ def bench_torch() -> dict | None:
     try:
         import torch_reference
     except ImportError:
-        print("[torch] skipped: torch is not installed (pip install torch)")
+        print("[torch]  skipped: torch is not installed (pip install torch)")
         return None
-    from lecun_jax import data
-
-    ds = data.load("mnist1989")
+    ds = mnist1989()
     r = torch_reference.run(ds.train.images, ds.train.labels, ds.test.images, ds.test.labels, FLAGS.torch_passes)
     r["passes"] = FLAGS.torch_passes
-    r["run_s_for_23_passes"] = float(sum(r["pass_s"]) / FLAGS.torch_passes * 23)
-    print(f"[torch] per-step PyTorch loop ({r['torch']}, {r['threads']} threads): {r['us_per_step']:.0f} µs/step; "
-          f"{FLAGS.torch_passes} passes took {sum(r['pass_s']):.0f} s "
-          f"({r['run_s_for_23_passes']:.0f} s for 23); test error {r['final']['test']['error']:.2f}%")
+    r["run_s_for_23_passes"] = float(np.mean(r["pass_s"]) * 23)
+    print(f"[torch]  per-step PyTorch loop ({r['torch']}, {r['threads']} threads): {r['us_per_step']:.0f} µs/step; "
+          f"{FLAGS.torch_passes} pass(es) took {sum(r['pass_s']):.0f} s ({r['run_s_for_23_passes']:.0f} s for 23)")
     return r
+
+
+SECTIONS = {"step": bench_step, "pyloop": bench_pyloop, "run": bench_run, "seeds": bench_seeds,
+            "batch": bench_batch, "torch": bench_torch}
 
 
 def main(argv):
     del argv
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import jax
-
     results = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "jax": jax.__version__, "device": str(jax.devices()[0].device_kind)},
+        "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
+                    "python": platform.python_version(), "jax": jax.__version__,
+                    "device": str(jax.devices()[0].device_kind), "devices": jax.device_count()},
     }
-    sections = {"run": bench_run, "torch": bench_torch}
     for name in FLAGS.sections:
-        results[name] = sections[name]()
-    if results.get("run") and results.get("torch"):
-        ratio = results["torch"]["us_per_step"] / results["run"]["us_per_step"]
-        results["torch_over_jax_per_step"] = ratio
-        print(f"[ratio] per step, PyTorch loop / compiled JAX pass: {ratio:.1f}x")
+        results[name] = SECTIONS[name]()
+    ratios = {}
+    if results.get("step") and results.get("pyloop"):
+        ratios["pyloop_over_step"] = results["pyloop"]["us_per_step"] / results["step"]["us_per_step"]
+    if results.get("step") and results.get("torch"):
+        ratios["torch_over_step"] = results["torch"]["us_per_step"] / results["step"]["us_per_step"]
+    for k, v in ratios.items():
+        print(f"[ratio]  {k}: {v:.1f}x")
+    results["ratios"] = ratios
     Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
     Path(FLAGS.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {FLAGS.out}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -41,39 +40,45 @@ def config_spec(argv: list[str]) -> str | None:
 
 
 def default_config_argv(default: str) -> None:
-    """Puts ``--config=default`` into sys.argv when absent.
+    """Puts ``--config=...`` first in sys.argv, ``default`` when absent.
 
     ml_collections parses a default config, with its overrides, while the flag
     is being defined, where a bad override can only raise a traceback; with the
-    flag on the command line, parsing happens in :func:`parse_flags`.
+    flag on the command line, parsing happens in :func:`parse_flags`. And it
+    wants the file before any ``--config.field=`` override: so it goes first.
     """
-    if config_spec(sys.argv) is None:
+    spec = config_spec(sys.argv)
+    if spec is None:
         sys.argv.insert(1, f"--config={default}")
+        return
+    i = next(i for i, a in enumerate(sys.argv[1:], 1) if _CONFIG_FLAG.match(a))
+    taken = sys.argv[i : i + (1 if "=" in sys.argv[i] else 2)]
+    del sys.argv[i : i + len(taken)]
+    sys.argv.insert(1, f"--config={spec}")
 
 
 def load_config_file(spec: str):
-    """``path[:arg]`` -> the ConfigDict its ``get_config(arg)`` returns."""
+    """``path[:arg]`` -> the ConfigDict its ``get_config(arg)`` returns (exit 2 on failure)."""
     path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
-        fail(f"--config={spec}: config file {path} not found")
-    module_spec = importlib.util.spec_from_file_location(f"_lecun_jax_config_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
     try:
-        module_spec.loader.exec_module(module)
-        return module.get_config(arg) if arg else module.get_config()
-    except Exception as e:  # a config file is user code: report, don't trace
-        fail(f"--config={spec}: {type(e).__name__}: {e}")
+        return config_lib.load_file(path, arg or None)
+    except config_lib.ConfigError as e:
+        fail(f"--config={spec}: {e}")
+
+
+def override_paths(argv: list[str]) -> list[str]:
+    """The config fields set on the command line (--config.a.b=...)."""
+    return [m.group(1) for a in argv[1:] if (m := _OVERRIDE.match(a))]
 
 
 def _diagnose_overrides(argv: list[str], spec: str) -> str | None:
     fields = config_lib.flatten(load_config_file(spec))
     prefixes = {".".join(k.split(".")[:i]) for k in fields for i in range(1, k.count(".") + 1)}
-    for a in argv[1:]:
-        m = _OVERRIDE.match(a)
-        if m and m.group(1) not in fields and m.group(1) not in prefixes:
-            near = _did_you_mean(m.group(1), list(fields))
+    for path in override_paths(argv):
+        if path not in fields and path not in prefixes:
+            near = _did_you_mean(path, list(fields))
             hint = f"did you mean config.{near[0]}? " if near else ""
-            return f"--config.{m.group(1)}: no such config field; {hint}valid fields: {', '.join(fields)}"
+            return f"--config.{path}: no such config field; {hint}valid fields: {', '.join(fields)}"
     return None
 
 
@@ -145,3 +150,17 @@ def run(config, workdir: str, **kwargs) -> dict:
         fail(str(e), USAGE)
     except (data_lib.DataError, train_lib.NumericalError) as e:
         fail(str(e), FAULT)
+
+
+def run_sweep(spec: str, config, workdir: str, **kwargs) -> list[dict]:
+    """sweep.run with the command line's overrides; exit 1 if any row failed."""
+    from lecun_jax import sweep
+
+    overrides = {p: config_lib.get_path(config, p) for p in override_paths(sys.argv)}
+    try:
+        records = sweep.run(spec.partition(":")[0], config, overrides, workdir, **kwargs)
+    except config_lib.ConfigError as e:
+        fail(str(e), USAGE)
+    if sweep.failed(records):
+        fail(f"{len(sweep.failed(records))} of {len(records)} runs failed: {', '.join(sweep.failed(records))}", FAULT)
+    return records

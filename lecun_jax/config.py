@@ -7,13 +7,15 @@ compiled, and names the field, the value and what would be valid.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import ml_collections
 from ml_collections import config_dict
 
-from lecun_jax import data, losses, model, optimizers
+from lecun_jax import augment, data, losses, model, optimizers
 
 
 class ConfigError(ValueError):
@@ -27,9 +29,13 @@ def base() -> ml_collections.ConfigDict:
     c.num_seeds = 1  # independent replicas trained at once (vmapped): seeds fold_in(seed, i)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "mnist1989"  # mnist1989 (Karpathy's MNIST proxy) | usps (the 1989 paper's digits)
-    c.data.source_dir = config_dict.placeholder(str)  # directory of the official files; None: the shipped copy
+    c.data.name = "mnist1989"  # mnist1989 (Karpathy's proxy) | usps (the paper's digits) | mnist (every MNIST digit)
+    c.data.source_dir = config_dict.placeholder(str)  # directory of the official files; None: shipped copy / download
     c.data.tfds_dir = config_dict.placeholder(str)  # where TFDS keeps prepared data; None: TFDS's default
+    c.data.mnist_url = data.MNIST_URL  # where data.name=mnist downloads the official files from
+    c.data.train_size = config_dict.placeholder(int)  # train on this many digits; None: all
+    c.data.train_subset = "prefix"  # prefix (the first train_size) | random (a subset drawn by subset_seed)
+    c.data.subset_seed = 0  # the draw of train_subset=random; the same for every replica
 
     c.model = ml_collections.ConfigDict()
     c.model.activation = "tanh"  # tanh | relu (hidden layers)
@@ -39,16 +45,37 @@ def base() -> ml_collections.ConfigDict:
     c.model.hidden_pad_value = -1.0  # H1 padding before H2 (Karpathy: -1 even with relu)
     c.model.conv = "auto"  # auto (patches up to batch 16, else lax) | patches | lax: same function, speed only
 
-    c.loss = "mse"  # mse (mean over outputs, +-1 targets) | cross_entropy
+    c.loss = "mse"  # mse (mean over outputs, +-1 targets) | cross_entropy (softmax of the outputs)
 
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"
+    c.optimizer.name = "sgd"  # sgd | adamw
     c.optimizer.learning_rate = 0.03
+    c.optimizer.schedule = "constant"  # constant | linear (learning_rate -> final_learning_rate, set each pass)
+    c.optimizer.final_learning_rate = config_dict.placeholder(float)  # the last pass's rate under schedule=linear
+    c.optimizer.weight_decay = 0.01  # adamw: decoupled weight decay (torch's default 0.01, not optax's 1e-4)
+    c.optimizer.b1 = 0.9  # adamw
+    c.optimizer.b2 = 0.999  # adamw
+    c.optimizer.eps = 1e-8  # adamw
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.name = "none"  # none | shift (a random shift of each training digit, every step)
+    c.augment.max_shift = 1  # shift: at most this many pixels in x and in y
+    c.augment.mode = "roll"  # shift: roll (pixels wrap round, as Karpathy) | fill (background -1 comes in)
 
     c.train = ml_collections.ConfigDict()
     c.train.passes = 23  # passes over the training set
     c.train.batch_size = 1  # 1989: one digit per update
     c.train.shuffle = False  # 1989: the same fixed order every pass
+
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.rows = ""  # comma-separated presets of the config file to run as one sweep ('' = a single run)
+    c.sweep.grid = ""  # overrides to cross with the rows: "optimizer.learning_rate=0.01,0.03;train.passes=10,20"
+
+    c.reference = ml_collections.ConfigDict()  # the published figures a table shows beside ours
+    c.reference.label = ""
+    c.reference.dataset = ""  # the dataset they were measured on (shown only beside runs on it)
+    c.reference.train_error = config_dict.placeholder(float)
+    c.reference.test_error = config_dict.placeholder(float)
     return c
 
 
@@ -79,12 +106,34 @@ def _bool(v):
     return None if isinstance(v, bool) else "expected True or False"
 
 
+def _optional_int(lo):
+    check = _number(lo, integer=True)
+    return lambda v: None if v is None else check(v)
+
+
+def _optional_number(lo, lo_open=False):
+    check = _number(lo, lo_open=lo_open)
+    return lambda v: None if v is None else check(v)
+
+
+def _string(v):
+    return None if isinstance(v, str) else "expected a string"
+
+
+def _url(v):
+    return None if isinstance(v, str) and v.split("://")[0] in ("http", "https", "file") else "expected an http(s):// or file:// URL"
+
+
 SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "seed": _number(0, 2**32 - 1, integer=True),
-    "num_seeds": _number(1, integer=True),
+    "num_seeds": _number(1, 1024, integer=True),
     "data.name": _choice(data.DATASETS),
     "data.source_dir": _optional_str,
     "data.tfds_dir": _optional_str,
+    "data.mnist_url": _url,
+    "data.train_size": _optional_int(1),
+    "data.train_subset": _choice(data.SUBSETS),
+    "data.subset_seed": _number(0, 2**32 - 1, integer=True),
     "model.activation": _choice(tuple(model.ACTIVATIONS)),
     "model.output_activation": _choice(tuple(model.OUTPUT_ACTIVATIONS)),
     "model.dropout": _number(0.0, 1.0, hi_open=True),
@@ -94,10 +143,38 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "loss": _choice(tuple(losses.LOSSES)),
     "optimizer.name": _choice(optimizers.OPTIMIZERS),
     "optimizer.learning_rate": _number(0.0, lo_open=True),
+    "optimizer.schedule": _choice(optimizers.SCHEDULES),
+    "optimizer.final_learning_rate": _optional_number(0.0, lo_open=True),
+    "optimizer.weight_decay": _number(0.0),
+    "optimizer.b1": _number(0.0, 1.0, hi_open=True),
+    "optimizer.b2": _number(0.0, 1.0, hi_open=True),
+    "optimizer.eps": _number(0.0, lo_open=True),
+    "augment.name": _choice(augment.AUGMENTATIONS),
+    "augment.max_shift": _number(1, 8, integer=True),
+    "augment.mode": _choice(augment.SHIFT_MODES),
     "train.passes": _number(1, integer=True),
-    "train.batch_size": _number(1, data.SPLIT_SIZES["train"], integer=True),
+    "train.batch_size": _number(1, integer=True),
     "train.shuffle": _bool,
+    "sweep.rows": _string,
+    "sweep.grid": _string,
+    "reference.label": _string,
+    "reference.dataset": _string,
+    "reference.train_error": _optional_number(0.0),
+    "reference.test_error": _optional_number(0.0),
 }
+
+
+def _cross_checks(c) -> None:
+    """Checks that involve several fields (and what is known of the datasets before loading)."""
+    o = c.optimizer
+    if o.schedule == "linear" and o.final_learning_rate is None:
+        raise ConfigError("config.optimizer.final_learning_rate=None: schedule=linear needs the last pass's rate (> 0)")
+    known = data.SPLIT_SIZES["train"] if c.data.name in ("mnist1989", "usps") else None
+    if known is not None and c.data.train_size is not None and c.data.train_size > known:
+        raise ConfigError(f"config.data.train_size={c.data.train_size}: {c.data.name} has {known:,} training digits; valid: 1 to {known}")
+    limit = c.data.train_size or known
+    if limit is not None and c.train.batch_size > limit:
+        raise ConfigError(f"config.train.batch_size={c.train.batch_size}: larger than the {limit:,} training digits; valid: 1 to {limit}")
 
 
 def flatten(c, prefix: str = "") -> dict[str, Any]:
@@ -123,4 +200,42 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         problem = check(fields[path])
         if problem:
             raise ConfigError(f"config.{path}={fields[path]!r}: {problem}")
+    _cross_checks(c)
     return c
+
+
+def check_dataset_size(c, num_train: int) -> None:
+    """After loading: sizes the config asks for that the dataset does not have."""
+    if c.data.train_size is not None and c.data.train_size > num_train:
+        raise ConfigError(
+            f"config.data.train_size={c.data.train_size}: {c.data.name} has {num_train:,} training digits here; valid: 1 to {num_train}"
+        )
+    if c.train.batch_size > (c.data.train_size or num_train):
+        raise ConfigError(f"config.train.batch_size={c.train.batch_size}: larger than the {c.data.train_size or num_train:,} training digits")
+
+
+def load_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """The ConfigDict that config file ``path`` returns from ``get_config(arg)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    spec = importlib.util.spec_from_file_location(f"_lecun_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # a config file is user code: report it in one line
+        raise ConfigError(f"{path}{':' + arg if arg else ''}: {type(e).__name__}: {e}") from None
+
+
+def get_path(c, path: str):
+    for key in path.split("."):
+        c = c[key]
+    return c
+
+
+def set_path(c, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for key in parents:
+        c = c[key]
+    c[leaf] = value

@@ -44,6 +44,8 @@ SPLIT_SIZES = {"train": 7291, "test": 2007}
 MNIST1989_SEED = 1337  # Karpathy's seed, kept as a nod; the draw itself is ours
 MNIST1989_POOL = {"train": 10_000, "test": 10_000}
 
+MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"  # the mirror TFDS itself uses
+DOWNLOAD_TIMEOUT_S = 60
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -279,6 +281,50 @@ def mnist1989_source(source_dir: str | os.PathLike | None = None) -> dict[str, t
     return out
 
 
+def download(url: str, dest: Path) -> Path:
+    """Fetches ``url`` to ``dest`` (written whole, then renamed), or raises DataError at once."""
+    import urllib.error
+    import urllib.request
+
+    dest = Path(dest)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "reason", e)
+        raise DataError(
+            f"{url}: could not download ({reason}); without network, set data.source_dir to a directory "
+            f"holding the MNIST IDX files ({', '.join(f for pair in MNIST_FILES.values() for f in pair)})"
+        ) from None
+    tmp.replace(dest)
+    return dest
+
+
+def mnist_source(
+    source_dir: str | os.PathLike | None = None, url: str = MNIST_URL, download_dir: str | os.PathLike | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every MNIST digit available, per split: (uint8 (N, 28, 28), labels).
+
+    From the IDX files in ``source_dir``, or downloaded from ``url`` into
+    ``download_dir``. A gzip stream that ends early or fails its CRC, or an IDX
+    header that disagrees with the data, raises DataError: never a partial set.
+    """
+    if source_dir is None:
+        if download_dir is None:
+            raise DataError("mnist: give data.source_dir (a directory of the MNIST IDX files) or a download directory")
+        source_dir = Path(download_dir)
+        for pair in MNIST_FILES.values():
+            for name in pair:
+                download(url.rstrip("/") + "/" + name, source_dir / name)
+    return {split: read_mnist(source_dir, split) for split in MNIST_FILES}
+
+
 def usps_source(source_dir: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split: (float32 images (N, 16, 16, 1), labels), from the shipped files or ``source_dir``."""
     out = {}
@@ -320,7 +366,8 @@ def build_shipped(mnist_dir: str | os.PathLike, usps_dir: str | os.PathLike, out
 # ---------------------------------------------------------------------------
 # Loading through TFDS.
 
-DATASETS = ("mnist1989", "usps")
+DATASETS = ("mnist1989", "usps", "mnist")
+SUBSETS = ("prefix", "random")
 
 
 def load(
@@ -328,23 +375,38 @@ def load(
     *,
     source_dir: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    mnist_url: str = MNIST_URL,
 ) -> Dataset:
     """Loads a dataset into memory through its TFDS builder.
 
     Args:
-      name: ``mnist1989`` or ``usps``.
+      name: ``mnist1989``, ``usps``, or ``mnist``: every MNIST training digit
+        available (TFDS builder ``mnist16``: 10,000 in the project's reference
+        copy, 60,000 from the official files), tested on mnist1989's 2,007 test
+        digits so that its results compare with the 1989-sized runs.
       source_dir: a directory of the official files to prepare from; None
-        prepares from the copies shipped inside the package.
+        prepares from the copies shipped inside the package (for ``mnist``:
+        downloads the official files from ``mnist_url``).
       data_dir: where TFDS keeps prepared datasets (None: TFDS's default,
         ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
     """
+    if name not in DATASETS:
+        raise DataError(f"data.name={name!r}: unknown dataset; valid: {', '.join(DATASETS)}")
+    if name == "mnist":
+        train = _load_splits("mnist16", source_dir, data_dir, mnist_url, ("train",))["train"]
+        test = load("mnist1989", data_dir=data_dir).test
+        return Dataset(name=name, train=train, test=test)
+    splits = _load_splits(name, source_dir, data_dir, mnist_url, ("train", "test"))
+    return Dataset(name=name, **splits)
+
+
+def _load_splits(name: str, source_dir, data_dir, url, splits) -> dict[str, Split]:
+    """Splits of TFDS builder ``name``, prepared (once) from the source, read with data_source."""
     import tensorflow_datasets as tfds
 
     from lecun_jax import tfds_datasets
 
-    if name not in tfds_datasets.BUILDERS:
-        raise DataError(f"data.name={name!r}: unknown dataset; valid: {', '.join(tfds_datasets.BUILDERS)}")
-    config = tfds_datasets.source_config(name, source_dir)
+    config = tfds_datasets.source_config(name, source_dir, url)
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about its own custom configs and empty folders
     try:
@@ -355,23 +417,44 @@ def load(
         )
     finally:
         absl_logging.set_verbosity(verbosity)
-    splits = {}
-    for split in ("train", "test"):
+    out = {}
+    for split in splits:
         items = sources[split].__getitems__(range(len(sources[split])))
         images = np.stack([it["image"] for it in items]).astype(np.float32)
         labels = np.asarray([it["label"] for it in items], dtype=np.int32)
         order = np.asarray([it["index"] for it in items])
         if not np.array_equal(order, np.arange(len(items))):
             raise DataError(f"{name}/{split}: prepared examples are out of presentation order; delete the prepared copy in {data_dir or 'the TFDS data_dir'}")
-        if source_dir is None:
+        if source_dir is None and name in manifest()["arrays"]:
             expected = manifest()["arrays"][name][split]
             if array_digest(images, labels) != expected:
                 raise DataError(
                     f"{name}/{split}: the prepared arrays do not match the shipped manifest; delete "
                     f"{name}/ under {data_dir or 'the TFDS data_dir'} and run again"
                 )
-        splits[split] = Split(images=images, labels=labels)
-    return Dataset(name=name, **splits)
+        out[split] = Split(images=images, labels=labels)
+    return out
+
+
+def select_train(dataset: Dataset, size: int | None, subset: str = "prefix", seed: int = 0) -> Dataset:
+    """The dataset with its training split cut to ``size`` digits (None: unchanged).
+
+    ``prefix`` keeps the first ``size`` in presentation order; ``random`` a
+    subset drawn without replacement by ``seed``, kept in presentation order.
+    """
+    n = len(dataset.train)
+    if size is None or size == n:
+        return dataset
+    if not 1 <= size <= n:
+        raise DataError(f"data.train_size={size}: {dataset.name} has {n:,} training digits")
+    if subset == "prefix":
+        keep = np.arange(size)
+    elif subset == "random":
+        keep = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    else:
+        raise DataError(f"data.train_subset={subset!r}: valid: {', '.join(SUBSETS)}")
+    train = Split(images=dataset.train.images[keep], labels=dataset.train.labels[keep])
+    return dataclasses.replace(dataset, train=train)
 
 
 if __name__ == "__main__":

@@ -105,16 +105,29 @@ class Net1989(nn.Module):
     conv: str = "auto"
     precision: str = "highest"
 
+    @property
+    def dropout_size(self) -> int:
+        """Units that dropout acts on: the flattened H2 (4 x 4 x 12)."""
+        return 4 * 4 * 12
+
     @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        """x: (batch, 16, 16, 1) grey values, background -1 -> (batch, 10)."""
+    def __call__(self, x, *, train: bool = False, dropout_keep=None):
+        """x: (batch, 16, 16, 1) grey values, background -1 -> (batch, 10).
+
+        In training, dropout draws from the ``dropout`` rng, unless
+        ``dropout_keep`` (batch, 192) gives the mask (1 keeps, 0 drops) —
+        the training loop draws a whole pass's masks at once, which is faster.
+        """
         if x.ndim != 4 or x.shape[1:] != (16, 16, 1):
             raise ValueError(f"Net1989 expects images of shape (batch, 16, 16, 1), got {x.shape}")
         act = ACTIVATIONS[self.activation]
         h1 = act(Conv1989(12, ((0,),), -1.0, self.conv, self.precision, name="h1")(x))
         h2 = act(Conv1989(12, H2_INPUTS, self.hidden_pad_value, self.conv, self.precision, name="h2")(h1))
         h2 = h2.reshape(h2.shape[0], -1)
-        h2 = nn.Dropout(self.dropout_rate, deterministic=not train)(h2)
+        if train and self.dropout_rate > 0 and dropout_keep is not None:
+            h2 = h2 * dropout_keep / (1.0 - self.dropout_rate)
+        else:
+            h2 = nn.Dropout(self.dropout_rate, deterministic=not train)(h2)
         dense = lambda n, fan_in, name, **kw: nn.Dense(
             n, kernel_init=uniform_fan_in(fan_in), precision=self.precision, name=name, **kw
         )

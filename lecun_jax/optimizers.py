@@ -1,20 +1,55 @@
-"""Optax chains built from ``config.optimizer``."""
+"""Optax chains built from ``config.optimizer``.
+
+* ``sgd`` — plain stochastic gradient descent, w <- w - lr * g (1989).
+* ``adamw`` — Adam with decoupled weight decay, as ``torch.optim.AdamW``:
+  betas (0.9, 0.999), eps 1e-8 outside the square root, weight decay 0.01 on
+  every parameter (optax's own default, 1e-4, is not torch's; a public port
+  copied it).
+
+Schedules: ``constant``, or ``linear`` from ``learning_rate`` on the first pass
+to ``final_learning_rate`` on the last, the rate set once per pass — Karpathy's
+``lr = (1 - a) * lr0 + a * lr_final``, ``a = pass / (passes - 1)``.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
+import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("sgd",)
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "linear")
 
 
-def make(config: ml_collections.ConfigDict, *, total_steps: int) -> optax.GradientTransformation:
-    """The optimiser of ``config.optimizer`` for a run of ``total_steps`` updates.
+def learning_rate(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int) -> Callable | float:
+    """The learning rate as optax wants it: a number, or a function of the step count."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    if config.schedule == "linear":
+        lr0, lr1 = config.learning_rate, config.final_learning_rate
+        span = max(passes - 1, 1)
 
-    ``sgd``: plain stochastic gradient descent, w <- w - lr * g (1989).
-    """
-    del total_steps  # used by the learning-rate schedules
-    name = config.name
-    if name == "sgd":
-        return optax.sgd(config.learning_rate)
-    raise ValueError(f"optimizer.name={name!r}: valid: {', '.join(OPTIMIZERS)}")
+        def schedule(count):
+            a = jnp.minimum(count // steps_per_pass, passes - 1) / span
+            return (1.0 - a) * lr0 + a * lr1
+
+        return schedule
+    raise ValueError(f"optimizer.schedule={config.schedule!r}: valid: {', '.join(SCHEDULES)}")
+
+
+def pass_learning_rates(config: ml_collections.ConfigDict, passes: int) -> list[float]:
+    """The rate of each pass (for logs and plots)."""
+    lr = learning_rate(config, steps_per_pass=1, passes=passes)
+    return [float(lr(p)) if callable(lr) else float(lr) for p in range(passes)]
+
+
+def make(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int) -> optax.GradientTransformation:
+    """The optimiser of ``config.optimizer`` for ``passes`` passes of ``steps_per_pass`` updates."""
+    lr = learning_rate(config, steps_per_pass=steps_per_pass, passes=passes)
+    if config.name == "sgd":
+        return optax.sgd(lr)
+    if config.name == "adamw":
+        return optax.flatten(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay))
+    raise ValueError(f"optimizer.name={config.name!r}: valid: {', '.join(OPTIMIZERS)}")

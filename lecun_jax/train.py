@@ -32,6 +32,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lecun_jax import augment as augment_lib
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
 from lecun_jax import losses, optimizers, reporting
@@ -59,8 +60,9 @@ def steps_per_pass(num_train: int, batch_size: int) -> int:
 
 
 def make_optimizer(config: ml_collections.ConfigDict, num_train: int) -> optax.GradientTransformation:
-    total = config.train.passes * steps_per_pass(num_train, config.train.batch_size)
-    return optimizers.make(config.optimizer, total_steps=total)
+    return optimizers.make(
+        config.optimizer, steps_per_pass=steps_per_pass(num_train, config.train.batch_size), passes=config.train.passes
+    )
 
 
 def replica_key(seed: int, replica) -> jax.Array:
@@ -73,14 +75,17 @@ def init_state(model: model_lib.Net1989, tx: optax.GradientTransformation, key: 
     return {"params": params, "opt_state": tx.init(params), "rng": jax.random.fold_in(key, 1), "pass": jnp.int32(0)}
 
 
-def init_states(config: ml_collections.ConfigDict, model, tx) -> State:
-    """Initial state of every replica: a leading axis of ``num_seeds`` when it is above 1."""
+def init_states(config: ml_collections.ConfigDict, model, tx, replicas: int | None = None) -> State:
+    """Initial state of every replica: a leading axis of ``replicas`` (default
+    ``num_seeds``) when ``num_seeds`` is above 1. Replica r starts from
+    ``fold_in(PRNGKey(seed), r)``, whatever the number of replicas."""
+    replicas = config.num_seeds if replicas is None else replicas
 
     @jax.jit  # one compiled program; op by op, Flax's init takes seconds on a CPU
     def init(seed):
         if config.num_seeds == 1:
             return init_state(model, tx, replica_key(seed, 0))
-        keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(config.num_seeds))
+        keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(replicas))
         return jax.vmap(lambda k: init_state(model, tx, k))(keys)
 
     return init(jnp.uint32(config.seed))
@@ -94,6 +99,7 @@ def make_train_pass(
     num_train: int,
     batch_size: int,
     shuffle: bool,
+    augment: ml_collections.ConfigDict | None = None,
     unroll: int = 1,
 ) -> Callable[[State, jax.Array, jax.Array], State]:
     """One pass over the training set: ``train_pass(state, images, labels) -> state``.
@@ -101,12 +107,20 @@ def make_train_pass(
     Batches are ``batch_size`` consecutive examples of the pass's order (fixed,
     or a fresh permutation per pass with ``shuffle``); a last, short batch is
     padded and its padding masked out of the loss, so every example counts once.
+    ``augment`` (``config.augment``) shifts each batch inside the step.
+
+    Randomness of pass p, from ``k = fold_in(rng, p)``: the order from
+    ``fold_in(k, 0)``, the whole pass's dropout masks from ``fold_in(k, 2)``
+    and shifts from ``fold_in(k, 3)``, each drawn in one call before the scan
+    (per-step draws would run a threefry loop inside every step).
     """
     steps = steps_per_pass(num_train, batch_size)
     padding = steps * batch_size - num_train
 
-    def loss_of(params, images, labels, mask, key):
-        outputs = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
+    shifting = augment is not None and augment.name == "shift"
+
+    def loss_of(params, images, labels, mask, keep):
+        outputs = model.apply({"params": params}, images, train=True, dropout_keep=keep)
         per_example = loss_fn(outputs, labels)
         if mask is None:
             return jnp.mean(per_example)
@@ -116,17 +130,23 @@ def make_train_pass(
 
     def train_pass(state: State, images: jax.Array, labels: jax.Array) -> State:
         pass_key = jax.random.fold_in(state["rng"], state["pass"])
-        order_key, step_key = jax.random.fold_in(pass_key, 0), jax.random.fold_in(pass_key, 1)
-        order = jax.random.permutation(order_key, num_train) if shuffle else jnp.arange(num_train)
+        key = lambda i: jax.random.fold_in(pass_key, i)
+        order = jax.random.permutation(key(0), num_train) if shuffle else jnp.arange(num_train)
         xs = {"step": jnp.arange(steps), "index": jnp.pad(order, (0, padding)).reshape(steps, batch_size)}
         if padding:
             xs["mask"] = (jnp.arange(steps * batch_size) < num_train).astype(jnp.float32).reshape(steps, batch_size)
+        if model.dropout_rate > 0:
+            keep = jax.random.bernoulli(key(2), 1.0 - model.dropout_rate, (steps, batch_size, model.dropout_size))
+            xs["keep"] = keep.astype(jnp.float32)
+        if shifting:
+            xs["shift"] = augment_lib.sample_shifts(key(3), (steps, batch_size), augment.max_shift)
 
         def step(carry, x):
             params, opt_state = carry
-            grads = grad_fn(
-                params, images[x["index"]], labels[x["index"]], x.get("mask"), jax.random.fold_in(step_key, x["step"])
-            )
+            batch = images[x["index"]]
+            if shifting:
+                batch = augment_lib.shift_batch(batch, x["shift"], max_shift=augment.max_shift, mode=augment.mode)
+            grads = grad_fn(params, batch, labels[x["index"]], x.get("mask"), x.get("keep"))
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), None
 
@@ -159,20 +179,23 @@ def make_evaluate(model: model_lib.Net1989, loss_fn: Callable, num_examples: int
     return evaluate
 
 
-def seed_mesh(num_seeds: int) -> Mesh | None:
-    """A 1-D mesh over the devices that share the replica axis, or None for one device.
+def replica_layout(num_seeds: int) -> tuple[Mesh | None, int]:
+    """(mesh, replicas): how ``num_seeds`` replicas are spread over the devices.
 
-    Uses as many devices as evenly divide ``num_seeds`` (all of them when they
-    do). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes
-    N devices of the N cores; ``launch.py`` sets it.
+    With several devices the replica axis is sharded over a 1-D mesh of up to
+    ``num_seeds`` of them, and padded with spare replicas to a multiple of the
+    mesh (5 seeds on 2 devices run as 3 + 3; the spare is dropped from every
+    result). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+    makes N devices of N cores; ``launch.py`` sets it to the core count.
     """
-    devices = jax.devices()
-    n = math.gcd(num_seeds, len(devices)) if num_seeds > 1 else 1
-    return Mesh(np.asarray(devices[:n]), ("seed",)) if n > 1 else None
+    n = min(len(jax.devices()), num_seeds)
+    if num_seeds == 1 or n == 1:
+        return None, num_seeds
+    return Mesh(np.asarray(jax.devices()[:n]), ("seed",)), math.ceil(num_seeds / n) * n
 
 
 def make_epoch(
-    config: ml_collections.ConfigDict, num_train: int, num_test: int, *, mesh: Mesh | None = None, unroll: int | None = None
+    config: ml_collections.ConfigDict, num_train: int, num_test: int, *, mesh: Mesh | None = None, unroll: int = 1
 ):
     """``epoch(state, data) -> (state, metrics)``, jitted, the state donated.
 
@@ -180,17 +203,15 @@ def make_epoch(
     ``loss`` and ``misses``, and ``metrics['finite']`` whether every parameter
     is still finite. With ``num_seeds > 1`` everything has a leading replica
     axis, sharded over ``mesh`` when given (data replicated).
-    ``unroll`` (None: 4 steps with several replicas per device, else 1) only
-    changes speed.
+    ``unroll`` (steps per scan iteration) only changes speed and compile time.
     """
-    if unroll is None:
-        unroll = 4 if config.num_seeds // (mesh.size if mesh else 1) > 1 else 1
     model = make_model(config)
     tx = make_optimizer(config, num_train)
     loss_fn = losses.get(config.loss)
     train_pass = make_train_pass(
         model, tx, loss_fn,
-        num_train=num_train, batch_size=config.train.batch_size, shuffle=config.train.shuffle, unroll=unroll,
+        num_train=num_train, batch_size=config.train.batch_size, shuffle=config.train.shuffle,
+        augment=config.augment, unroll=unroll,
     )
     evaluators = {"train": make_evaluate(model, loss_fn, num_train), "test": make_evaluate(model, loss_fn, num_test)}
 
@@ -217,6 +238,14 @@ def make_epoch(
     return jax.jit(epoch, donate_argnums=0)
 
 
+def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+    """The dataset of ``config.data``, its training split cut to ``train_size``."""
+    d = config.data
+    dataset = data_lib.load(d.name, source_dir=d.source_dir, data_dir=d.tfds_dir, mnist_url=d.mnist_url)
+    config_lib.check_dataset_size(config, len(dataset.train))
+    return data_lib.select_train(dataset, d.train_size, d.train_subset, d.subset_seed)
+
+
 def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:
     """The dataset's arrays on the device (on every device of ``mesh``) for the whole run."""
     arrays = {}
@@ -224,6 +253,13 @@ def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:
         split = dataset.split(s)
         arrays[f"{s}_images"], arrays[f"{s}_labels"] = split.images, split.labels
     return jax.device_put(arrays, None if mesh is None else NamedSharding(mesh, PartitionSpec()))
+
+
+def real_replicas(config, tree):
+    """Drops the spare replicas that only pad the replica axis to the mesh."""
+    if config.num_seeds == 1:
+        return tree
+    return jax.tree.map(lambda a: a[: config.num_seeds], tree)
 
 
 def to_numpy(tree):
@@ -301,15 +337,15 @@ def train_and_evaluate(
             echo(reporting.eval_line(split, f["loss"], f["error"], f["misses"]))
         return done
 
-    mesh = seed_mesh(config.num_seeds)
-    dataset = data_lib.load(config.data.name, source_dir=config.data.source_dir, data_dir=config.data.tfds_dir)
+    mesh, replicas = replica_layout(config.num_seeds)
+    dataset = load_data(config)
     arrays = device_data(dataset, mesh)
     sizes = {s: len(dataset.split(s)) for s in SPLITS}
     data_s = time.perf_counter() - start
 
     model = make_model(config)
     tx = make_optimizer(config, sizes["train"])
-    state = init_states(config, model, tx)
+    state = init_states(config, model, tx, replicas)
     if mesh is not None:
         state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seed")))
     t = time.perf_counter()
@@ -330,7 +366,7 @@ def train_and_evaluate(
     for p in range(1, config.train.passes + 1):
         t = time.perf_counter()
         state, metrics = epoch(state, arrays)
-        metrics = to_numpy(metrics)
+        metrics = real_replicas(config, to_numpy(metrics))
         pass_times.append(time.perf_counter() - t)
         new = reporting.pass_records(p, metrics, sizes, config.seed)
         records += new
@@ -348,7 +384,7 @@ def train_and_evaluate(
                 f"{workdir / reporting.METRICS}"
             )
 
-    reporting.save_params(workdir / reporting.PARAMS, to_numpy(state["params"]))
+    reporting.save_params(workdir / reporting.PARAMS, real_replicas(config, to_numpy(state["params"])))
     steps = steps_per_pass(sizes["train"], config.train.batch_size)
     train_s = sum(pass_times)
     summary = {

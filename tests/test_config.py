@@ -38,22 +38,33 @@ BAD = [
     ("optimizer.learning_rate", -0.03, "valid: in (0, inf]"),
     ("optimizer.learning_rate", math.nan, "finite"),
     ("optimizer.learning_rate", "fast", "expected a number"),
-    ("optimizer.name", "adam", "valid: sgd"),
+    ("optimizer.name", "adam", "valid: sgd, adamw"),
+    ("optimizer.schedule", "cosine", "valid: constant, linear"),
+    ("optimizer.final_learning_rate", -1.0, "valid: in (0, inf]"),
+    ("optimizer.weight_decay", -0.01, "valid: in [0, inf]"),
+    ("optimizer.b2", 1.0, "valid: in [0, 1)"),
     ("loss", "hinge", "valid: mse, cross_entropy"),
     ("model.activation", "sigmoid", "valid: tanh, relu"),
     ("model.output_activation", "softmax", "valid: tanh, linear"),
     ("model.dropout", 1.0, "valid: in [0, 1)"),
     ("model.dropout", -0.1, "valid: in [0, 1)"),
     ("model.conv", "fft", "valid: auto, patches, lax"),
+    ("augment.name", "rotate", "valid: none, shift"),
+    ("augment.mode", "wrap", "valid: roll, fill"),
+    ("augment.max_shift", 0, "valid: integer in [1, 8]"),
     ("train.passes", 0, "valid: integer in [1, inf]"),
     ("train.passes", 2.5, "expected an integer"),
-    ("train.batch_size", 0, "valid: integer in [1, 7291]"),
-    ("train.batch_size", 10_000, "valid: integer in [1, 7291]"),
+    ("train.batch_size", 0, "valid: integer in [1, inf]"),
+    ("train.batch_size", 10_000, "larger than the 7,291 training digits; valid: 1 to 7291"),
     ("train.shuffle", "yes", "expected True or False"),
-    ("data.name", "cifar10", "valid: mnist1989, usps"),
+    ("data.name", "cifar10", "valid: mnist1989, usps, mnist"),
     ("data.source_dir", 3, "expected a path or None"),
+    ("data.train_size", 0, "valid: integer in [1, inf]"),
+    ("data.train_size", 8000, "mnist1989 has 7,291 training digits; valid: 1 to 7291"),
+    ("data.train_subset", "tail", "valid: prefix, random"),
+    ("data.mnist_url", "ftp://x", "expected an http(s):// or file:// URL"),
     ("seed", -1, "valid: integer in [0, 4.29497e+09]"),
-    ("num_seeds", 0, "valid: integer in [1, inf]"),
+    ("num_seeds", 0, "valid: integer in [1, 1024]"),
     ("model.output_bias_init", math.inf, "finite"),
 ]
 
@@ -73,6 +84,26 @@ def test_validation_names_field_value_and_what_is_valid(field, value, valid):
     assert message.startswith(f"config.{field}={value!r}: ")
     assert valid in message
     assert "\n" not in message
+
+
+def test_linear_schedule_needs_a_final_rate():
+    c = config_lib.base()
+    c.optimizer.schedule = "linear"
+    with pytest.raises(config_lib.ConfigError, match=r"config.optimizer.final_learning_rate=None: schedule=linear needs"):
+        config_lib.validate(c)
+    c.optimizer.final_learning_rate = 1e-4
+    config_lib.validate(c)
+
+
+def test_batch_size_against_a_train_size():
+    c = config_lib.base()
+    c.data.train_size, c.train.batch_size = 100, 101
+    with pytest.raises(config_lib.ConfigError, match=r"config.train.batch_size=101: larger than the 100 training digits"):
+        config_lib.validate(c)
+    with pytest.raises(config_lib.ConfigError, match=r"config.data.train_size=100: mnist has 50 training digits here"):
+        c.data.name = "mnist"
+        c.train.batch_size = 1
+        config_lib.check_dataset_size(c, 50)
 
 
 def test_unknown_and_missing_fields():
