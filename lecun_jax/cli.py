@@ -20,7 +20,7 @@ from absl import flags
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import train as train_lib
+from lecun_jax import experiment
 
 USAGE, FAULT = 2, 1
 _CONFIG_FLAG = re.compile(r"^--?config(=|$)")
@@ -145,10 +145,10 @@ def run(config, workdir: str, **kwargs) -> dict:
     """train_and_evaluate with every expected failure as one line and an exit code."""
     try:
         config_lib.validate(config)
-        return train_lib.train_and_evaluate(config, workdir, **kwargs)
-    except (config_lib.ConfigError, train_lib.WorkdirError) as e:
+        return experiment.train_and_evaluate(config, workdir, **kwargs)
+    except (config_lib.ConfigError, experiment.WorkdirError) as e:
         fail(str(e), USAGE)
-    except (data_lib.DataError, train_lib.NumericalError) as e:
+    except (data_lib.DataError, experiment.NumericalError) as e:
         fail(str(e), FAULT)
 
 

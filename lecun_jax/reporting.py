@@ -45,7 +45,7 @@ def eval_line(split: str, loss, error, misses) -> str:
 
 
 def pass_records(pass_number: int, metrics: dict, sizes: dict[str, int], seed: int) -> list[dict]:
-    """metrics.jsonl records of one pass, from host copies of the epoch's metrics."""
+    """metrics.jsonl records of one pass, from host copies of the epoch's metrics (loss None if not finite)."""
     records = []
     for split, n in sizes.items():
         losses = np.atleast_1d(metrics[split]["loss"])
@@ -53,7 +53,8 @@ def pass_records(pass_number: int, metrics: dict, sizes: dict[str, int], seed: i
         for r, (loss, miss) in enumerate(zip(losses, misses)):
             records.append(dict(
                 {"pass": pass_number, "split": split, "replica": r, "seed": seed},
-                loss=float(loss), error=100.0 * int(miss) / n, misses=int(miss),
+                loss=float(loss) if np.isfinite(loss) else None,  # JSON has no NaN: null marks a diverged pass
+                error=100.0 * int(miss) / n, misses=int(miss),
             ))
     return records
 

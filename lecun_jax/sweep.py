@@ -31,7 +31,7 @@ import numpy as np
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
 from lecun_jax import reporting
-from lecun_jax import train as train_lib
+from lecun_jax import experiment
 
 TABLE_MD, TABLE_CSV, SWEEP_JSON = "table.md", "table.csv", "sweep.json"
 
@@ -103,7 +103,8 @@ def row_record(name: str, config, summary: dict | None, error: str | None, workd
         for split in ("train", "test"):
             for key, value in _stats(summary["final"][split]["error"]).items():
                 rec[f"{split}_error_{key}"] = value
-            rec[f"{split}_loss_mean"] = _stats(summary["final"][split]["loss"])["mean"]
+            losses = summary["final"][split]["loss"]
+            rec[f"{split}_loss_mean"] = _stats(losses)["mean"] if losses is not None else None
         rec["wall_s"] = summary["time"]["wall_s"]
     return rec
 
@@ -165,14 +166,20 @@ def run(
         echo(f"== [{i}/{len(runs)}] {name}")
         summary, error = None, None
         try:
-            summary = train_lib.train_and_evaluate(c, workdir / name, overwrite=overwrite, label=name, echo=echo)
-        except (train_lib.NumericalError, data_lib.DataError, config_lib.ConfigError, train_lib.WorkdirError) as e:
+            summary = experiment.train_and_evaluate(c, workdir / name, overwrite=overwrite, label=name, echo=echo)
+        except (experiment.NumericalError, data_lib.DataError, config_lib.ConfigError, experiment.WorkdirError) as e:
             error = str(e)
             echo(f"== {name} failed: {error}")
         records.append(row_record(name, c, summary, error, workdir / name))
         _write(workdir, records, time.perf_counter() - start)  # a table after every row
     wall_s = time.perf_counter() - start
     _write(workdir, records, wall_s)
+    try:
+        from lecun_jax import plots
+
+        plots.write_sweep(workdir)
+    except ImportError:
+        pass
     echo(table_markdown(records, wall_s))
     echo(f"wrote {workdir / TABLE_MD} and {workdir / TABLE_CSV}")
     return records

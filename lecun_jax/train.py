@@ -18,10 +18,7 @@ function of (seed, replica, pass, step).
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -35,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lecun_jax import augment as augment_lib
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import losses, optimizers, reporting
+from lecun_jax import losses, optimizers
 from lecun_jax import model as model_lib
 
 State = dict[str, Any]
@@ -156,25 +153,30 @@ def make_train_pass(
     return train_pass
 
 
-def make_evaluate(model: model_lib.Net1989, loss_fn: Callable, num_examples: int, chunk: int = EVAL_CHUNK):
-    """``evaluate(params, images, labels) -> {'loss': mean loss, 'misses': int32 count}`` on a whole split."""
+def make_predict(model: model_lib.Net1989, num_examples: int, chunk: int = EVAL_CHUNK):
+    """``predict(params, images) -> outputs (N, 10)``, evaluation mode, in chunks of ``chunk``."""
     chunks = math.ceil(num_examples / chunk)
     padding = chunks * chunk - num_examples
 
-    def sums(params, images, labels, mask):
-        outputs = model.apply({"params": params}, images, train=False)
-        wrong = jnp.argmax(outputs, axis=-1) != labels
-        return jnp.sum(loss_fn(outputs, labels) * mask), jnp.sum(wrong * mask, dtype=jnp.int32)
+    def predict(params, images):
+        apply = lambda x: model.apply({"params": params}, x, train=False)
+        if chunks == 1:
+            return apply(images)
+        padded = jnp.pad(images, [(0, padding)] + [(0, 0)] * (images.ndim - 1))
+        outputs = lax.map(apply, padded.reshape(chunks, chunk, *images.shape[1:]))
+        return outputs.reshape(chunks * chunk, -1)[:num_examples]
+
+    return predict
+
+
+def make_evaluate(model: model_lib.Net1989, loss_fn: Callable, num_examples: int, chunk: int = EVAL_CHUNK):
+    """``evaluate(params, images, labels) -> {'loss': mean loss, 'misses': int32 count}`` on a whole split."""
+    predict = make_predict(model, num_examples, chunk)
 
     def evaluate(params, images, labels):
-        if chunks == 1:
-            loss, misses = sums(params, images, labels, jnp.ones(num_examples))
-        else:
-            pad = lambda a: jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1)).reshape(chunks, chunk, *a.shape[1:])
-            mask = (jnp.arange(chunks * chunk) < num_examples).reshape(chunks, chunk)
-            loss, misses = lax.map(lambda a: sums(params, *a), (pad(images), pad(labels), mask))
-            loss, misses = jnp.sum(loss), jnp.sum(misses)
-        return {"loss": loss / num_examples, "misses": misses}
+        outputs = predict(params, images)
+        misses = jnp.sum(jnp.argmax(outputs, axis=-1) != labels, dtype=jnp.int32)
+        return {"loss": jnp.mean(loss_fn(outputs, labels)), "misses": misses}
 
     return evaluate
 
@@ -269,161 +271,3 @@ def to_numpy(tree):
 
         tree = multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-# ---------------------------------------------------------------------------
-# The host loop: load, compile, run the passes, write the workdir.
-
-
-class WorkdirError(ValueError):
-    """The workdir holds a different run."""
-
-
-class NumericalError(FloatingPointError):
-    """Loss or parameters stopped being finite."""
-
-
-def _config_json(config) -> dict:
-    return json.loads(config.to_json())
-
-
-def _check_workdir(config, workdir: Path, overwrite: bool) -> dict | None:
-    """The finished run's summary if ``workdir`` already holds this run; raises if it holds another."""
-    if overwrite or not (workdir / reporting.CONFIG).exists():
-        return None
-    previous = json.loads((workdir / reporting.CONFIG).read_text())
-    if previous != _config_json(config):
-        old, new = config_lib.flatten(previous), config_lib.flatten(_config_json(config))
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
-        raise WorkdirError(
-            f"{workdir} holds a run with a different config (fields {', '.join(changed)}); "
-            "pass --overwrite to replace it, or choose another --workdir"
-        )
-    if (workdir / reporting.SUMMARY).exists():
-        return json.loads((workdir / reporting.SUMMARY).read_text())
-    return None
-
-
-def device_info(mesh: Mesh | None = None) -> dict:
-    d = jax.devices()[0]
-    return {
-        "platform": d.platform, "kind": d.device_kind, "count": jax.device_count(),
-        "processes": jax.process_count(), "used": 1 if mesh is None else mesh.size,
-    }
-
-
-def train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str | Path,
-    *,
-    overwrite: bool = False,
-    label: str | None = None,
-    echo: Callable[[str], None] = print,
-) -> dict:
-    """Trains as ``config`` says, writes ``workdir``, returns the run summary.
-
-    Re-running on a workdir that already holds the finished run with the same
-    config prints its results and returns its summary; a workdir holding a
-    different config is refused unless ``overwrite``.
-    """
-    start = time.perf_counter()
-    config_lib.validate(config)
-    workdir = Path(workdir)
-    done = _check_workdir(config, workdir, overwrite)
-    if done is not None:
-        echo(f"{workdir} already holds this run, finished; its results:")
-        for split in SPLITS:
-            f = done["final"][split]
-            echo(reporting.eval_line(split, f["loss"], f["error"], f["misses"]))
-        return done
-
-    mesh, replicas = replica_layout(config.num_seeds)
-    dataset = load_data(config)
-    arrays = device_data(dataset, mesh)
-    sizes = {s: len(dataset.split(s)) for s in SPLITS}
-    data_s = time.perf_counter() - start
-
-    model = make_model(config)
-    tx = make_optimizer(config, sizes["train"])
-    state = init_states(config, model, tx, replicas)
-    if mesh is not None:
-        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seed")))
-    t = time.perf_counter()
-    epoch = make_epoch(config, sizes["train"], sizes["test"], mesh=mesh).lower(state, arrays).compile()
-    compile_s = time.perf_counter() - t
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    for stale in (reporting.SUMMARY, reporting.PARAMS, reporting.METRICS):
-        (workdir / stale).unlink(missing_ok=True)
-    reporting.write_json(workdir / reporting.CONFIG, _config_json(config))
-    echo(
-        f"{config.data.name}: {sizes['train']:,} train / {sizes['test']:,} test digits; "
-        f"{model_lib.count_params()['total']:,} parameters; {config.num_seeds} seed(s) from {config.seed}; "
-        f"{device_info()['kind']} x{1 if mesh is None else mesh.size}; compiled in {compile_s:.1f} s"
-    )
-
-    records, pass_times = [], []
-    for p in range(1, config.train.passes + 1):
-        t = time.perf_counter()
-        state, metrics = epoch(state, arrays)
-        metrics = real_replicas(config, to_numpy(metrics))
-        pass_times.append(time.perf_counter() - t)
-        new = reporting.pass_records(p, metrics, sizes, config.seed)
-        records += new
-        reporting.write_jsonl(workdir / reporting.METRICS, records)
-        echo(f"pass {p}/{config.train.passes} ({pass_times[-1]:.2f} s)")
-        for split in SPLITS:
-            m = metrics[split]
-            echo(reporting.eval_line(split, m["loss"], 100.0 * m["misses"] / sizes[split], m["misses"]))
-        bad = [r for r in new if not np.isfinite(r["loss"])]
-        if bad or not np.all(metrics["finite"]):
-            raise NumericalError(
-                f"pass {p}: loss or parameters became NaN/Inf (replicas "
-                f"{sorted({r['replica'] for r in bad}) or 'with non-finite parameters'}); "
-                f"optimizer.learning_rate={config.optimizer.learning_rate} is the likely cause; metrics so far are in "
-                f"{workdir / reporting.METRICS}"
-            )
-
-    reporting.save_params(workdir / reporting.PARAMS, real_replicas(config, to_numpy(state["params"])))
-    steps = steps_per_pass(sizes["train"], config.train.batch_size)
-    train_s = sum(pass_times)
-    summary = {
-        "label": label,
-        "dataset": config.data.name,
-        "num_seeds": config.num_seeds,
-        "passes": config.train.passes,
-        "steps_per_pass": steps,
-        "presentations": config.train.passes * sizes["train"],
-        "params": model_lib.count_params(),
-        "macs_per_digit": model_lib.count_macs()["total"],
-        "final": {s: reporting.summarize(records, s, config.train.passes) for s in SPLITS},
-        "time": {
-            "wall_s": time.perf_counter() - start,
-            "data_s": data_s,
-            "compile_s": compile_s,
-            "train_s": train_s,
-            "pass_s": pass_times,
-            "us_per_step": 1e6 * float(np.median(pass_times)) / steps,
-        },
-        "device": device_info(mesh),
-        "versions": versions(),
-    }
-    reporting.write_json(workdir / reporting.SUMMARY, summary)
-    echo(
-        f"done: {config.train.passes} passes in {train_s:.1f} s "
-        f"({summary['time']['us_per_step']:.1f} µs per step, median pass) + {compile_s:.1f} s compile; "
-        f"wall {summary['time']['wall_s']:.1f} s; results in {workdir}"
-    )
-    return summary
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("lecun_jax", "jax", "jaxlib", "flax", "optax", "tensorflow-datasets"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out

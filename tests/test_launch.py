@@ -54,7 +54,7 @@ def test_one_pass_run_writes_the_workdir(one_pass):
     assert summary["final"]["test"]["misses"] == records[1]["misses"]
     assert summary["time"]["wall_s"] > summary["time"]["compile_s"] > 0
     assert summary["device"]["platform"] == "cpu"
-    assert summary["presentations"] == 7291 and summary["macs_per_digit"] == 63_660
+    assert summary["ledger"]["presentations"] == 7291 and summary["macs_per_digit"] == 63_660
 
 
 def test_rerun_reports_the_finished_run_and_refuses_another_config(one_pass):

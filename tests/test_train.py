@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import losses, reporting, train
+from lecun_jax import experiment, losses, reporting, train
 from lecun_jax import model as M
 from reference import karpathy_forward, mse_1989
 
@@ -80,11 +80,11 @@ def test_a_pass_lowers_the_loss(mnist1989):
 
 def _run(tmp_path, name, **overrides):
     config = config_lib.base()
-    config.train.passes = 1
+    config.train.passes, config.data.train_size = 1, 1000
     for k, v in overrides.items():
         section, field = k.split("__")
         config[section][field] = v
-    summary = train.train_and_evaluate(config, tmp_path / name, echo=lambda s: None)
+    summary = experiment.train_and_evaluate(config, tmp_path / name, echo=lambda s: None, plots=False)
     return summary, reporting.read_jsonl(tmp_path / name / reporting.METRICS), reporting.load_params(tmp_path / name / reporting.PARAMS)
 
 
@@ -94,7 +94,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     assert m1 == m2  # every metric, bit for bit
     jax.tree.map(np.testing.assert_array_equal, p1, p2)
     config = config_lib.base()
-    config.seed, config.train.passes = 7, 1
-    train.train_and_evaluate(config, tmp_path / "c", echo=lambda s: None)
+    config.seed, config.train.passes, config.data.train_size = 7, 1, 1000
+    experiment.train_and_evaluate(config, tmp_path / "c", echo=lambda s: None, plots=False)
     m3 = reporting.read_jsonl(tmp_path / "c" / reporting.METRICS)
     assert [r["loss"] for r in m3] != [r["loss"] for r in m1]

@@ -1,0 +1,428 @@
+"""The host loop of a run: load, compile, pass after pass, and everything it leaves behind.
+
+``train_and_evaluate(config, workdir)`` trains as the config says and keeps
+the workdir complete and consistent after every pass:
+
+    config.json         the validated config
+    metrics.jsonl       one record per pass, split and replica
+    checkpoints/        orbax: train state (params, optimiser state, rng, pass)
+                        and the metrics so far, after every pass; the last 3 kept
+    tensorboard/        event files: loss, error, learning rate per pass
+                        (one run per replica when num_seeds > 1, and their mean)
+    params.npz          final parameters
+    test_outputs.npz    the final networks' outputs on the test split
+    summary.json        final metrics, times, device, versions, time-travel ledger
+    plots/              curves, misclassified digits, confusion matrix (PNG)
+
+Every file is written whole and renamed into place; a checkpoint is committed
+only when complete. So a run killed at any moment (even ``kill -9``) resumes
+from its last committed pass when the same command runs again, and ends with
+the numbers an uninterrupted run gives: every random stream is a pure function
+of (seed, replica, pass). A workdir holding another config is refused unless
+``overwrite``; a finished one just reports its results.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lecun_jax import config as config_lib
+from lecun_jax import data as data_lib
+from lecun_jax import model as model_lib
+from lecun_jax import optimizers, reporting
+from lecun_jax import train as train_lib
+
+SPLITS = train_lib.SPLITS
+CHECKPOINTS, TENSORBOARD, PLOTS, TEST_OUTPUTS = "checkpoints", "tensorboard", "plots", "test_outputs.npz"
+KEEP_CHECKPOINTS = 3
+PROGRESS_AFTER_S = 3.0  # print elapsed time and ETA once a run is past this
+
+# The time-travel ledger's yardsticks: one network, the 1989 recipe.
+SUN4_1989_S = 3 * 24 * 3600  # LeCun et al.: "3 days" on a SUN-4/260
+KARPATHY_M1_S = 90.0  # Karpathy 2022: about 90 s on a MacBook Air M1 CPU
+
+
+class WorkdirError(ValueError):
+    """The workdir holds a different run."""
+
+
+class NumericalError(FloatingPointError):
+    """Loss or parameters stopped being finite."""
+
+
+def _config_json(config) -> dict:
+    return json.loads(config.to_json())
+
+
+def inspect_workdir(config, workdir: Path, overwrite: bool) -> str:
+    """'new', 'resume' (same config, unfinished) or 'done'; raises WorkdirError for another config."""
+    if not (workdir / reporting.CONFIG).exists():
+        return "new"
+    if overwrite:
+        clear_workdir(workdir)
+        return "new"
+    previous = json.loads((workdir / reporting.CONFIG).read_text())
+    if previous != _config_json(config):
+        old, new = config_lib.flatten(previous), config_lib.flatten(_config_json(config))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+        raise WorkdirError(
+            f"{workdir} holds a run with a different config (fields {', '.join(changed)}); "
+            "pass --overwrite to replace it, or choose another --workdir"
+        )
+    return "done" if (workdir / reporting.SUMMARY).exists() else "resume"
+
+
+def clear_workdir(workdir: Path) -> None:
+    """Removes what a run writes (and nothing else) from ``workdir``."""
+    for name in (reporting.CONFIG, reporting.METRICS, reporting.PARAMS, reporting.SUMMARY, TEST_OUTPUTS):
+        (workdir / name).unlink(missing_ok=True)
+    for name in (CHECKPOINTS, TENSORBOARD, PLOTS):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+
+
+class Checkpoints:
+    """Orbax checkpoints of the train state and the metrics records, one per pass."""
+
+    def __init__(self, directory: Path, keep: int = KEEP_CHECKPOINTS):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, pass_number: int, state, records: list[dict]) -> None:
+        ocp = self._ocp
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), metrics=ocp.args.JsonSave({"records": records}))
+        self.manager.save(pass_number, args=args)
+
+    def restore(self, template) -> tuple[dict, list[dict]]:
+        """(state shaped and placed like ``template``, metrics records) of the latest pass."""
+        ocp = self._ocp
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), metrics=ocp.args.JsonRestore())
+        restored = self.manager.restore(self.latest(), args=args)
+        return restored["state"], restored["metrics"]["records"]
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+class TensorBoard:
+    """Scalars per pass: one event-file run, or one per replica plus their mean."""
+
+    def __init__(self, directory: Path, num_seeds: int, seed: int):
+        from tensorboardX import SummaryWriter
+
+        # purge_step=1: TensorBoard drops what an interrupted earlier writer left;
+        # the whole history is written again from the checkpointed records.
+        if num_seeds == 1:
+            self.writers = {None: SummaryWriter(str(directory), purge_step=1)}
+        else:
+            names = [f"replica_{r}" for r in range(num_seeds)] + ["mean"]
+            self.writers = {n: SummaryWriter(str(directory / n), purge_step=1) for n in names}
+        self.seed = seed
+
+    def write(self, records: list[dict], learning_rates: list[float]) -> None:
+        by_pass: dict[int, list[dict]] = {}
+        for r in records:
+            by_pass.setdefault(r["pass"], []).append(r)
+        for p, rows in sorted(by_pass.items()):
+            for name, writer in self.writers.items():
+                chosen = [r for r in rows if name in (None, "mean") or f"replica_{r['replica']}" == name]
+                for split in SPLITS:
+                    split_rows = [r for r in chosen if r["split"] == split]
+                    for key in ("loss", "error"):
+                        writer.add_scalar(f"{key}/{split}", float(np.mean([r[key] for r in split_rows])), p)
+                writer.add_scalar("learning_rate", learning_rates[p - 1], p)
+        self.flush()
+
+    def flush(self) -> None:
+        for w in self.writers.values():
+            w.flush()
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+def device_info(mesh: Mesh | None = None) -> dict:
+    d = jax.devices()[0]
+    return {
+        "platform": d.platform, "kind": d.device_kind, "count": jax.device_count(),
+        "processes": jax.process_count(), "used": 1 if mesh is None else mesh.size,
+    }
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("lecun_jax", "jax", "jaxlib", "flax", "optax", "tensorflow-datasets", "orbax-checkpoint"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def ledger(config, sizes: dict[str, int], train_s: float) -> dict:
+    """The time-travel ledger: what was computed, and how long it took against 1989 and 2022.
+
+    ``train_s``: the passes' wall time (for a resumed run, the median pass times the passes).
+    """
+    macs = model_lib.count_macs()["total"]
+    presentations = config.train.passes * sizes["train"] * config.num_seeds
+    per_network_s = train_s / config.num_seeds
+    # per presentation (one SGD step, its share of the evaluation), against the 1989 recipe's 23 x 7,291
+    per_presentation_s = per_network_s / (config.train.passes * sizes["train"])
+    yardstick = 23 * data_lib.SPLIT_SIZES["train"]
+    return {
+        "presentations": presentations,
+        "forward_macs_per_digit": macs,
+        "training_macs": 3 * macs * presentations,  # forward, and the backward pass's two products per layer
+        "evaluation_macs": macs * config.train.passes * (sizes["train"] + sizes["test"]) * config.num_seeds,
+        "wall_s": train_s,
+        "wall_s_per_network": per_network_s,
+        "speedup_vs_sun4_260_1989": SUN4_1989_S / yardstick / per_presentation_s,
+        "speedup_vs_karpathy_m1_2022": KARPATHY_M1_S / yardstick / per_presentation_s,
+        "note": "per network and per presentation; the yardsticks are 3 days (LeCun et al. 1989, SUN-4/260) "
+        "and about 90 s (Karpathy 2022, MacBook Air M1) for the 23 x 7,291 presentations of the 1989 "
+        "recipe, evaluation included",
+    }
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    overwrite: bool = False,
+    label: str | None = None,
+    echo: Callable[[str], None] = print,
+    plots: bool = True,
+) -> dict:
+    """Trains as ``config`` says, in (or resuming) ``workdir``; returns the run summary."""
+    start = time.perf_counter()
+    config_lib.validate(config)
+    workdir = Path(workdir)
+    status = inspect_workdir(config, workdir, overwrite)
+    if status == "done":
+        done = json.loads((workdir / reporting.SUMMARY).read_text())
+        echo(f"{workdir} already holds this run, finished; its results:")
+        for split in SPLITS:
+            f = done["final"][split]
+            echo(reporting.eval_line(split, f["loss"], f["error"], f["misses"]))
+        return done
+
+    mesh, replicas = train_lib.replica_layout(config.num_seeds)
+    dataset = train_lib.load_data(config)
+    arrays = train_lib.device_data(dataset, mesh)
+    sizes = {s: len(dataset.split(s)) for s in SPLITS}
+    data_s = time.perf_counter() - start
+
+    model = train_lib.make_model(config)
+    tx = train_lib.make_optimizer(config, sizes["train"])
+    state = train_lib.init_states(config, model, tx, replicas)
+    if mesh is not None:
+        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seed")))
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(workdir / CHECKPOINTS)
+    records: list[dict] = []
+    if status == "resume" and checkpoints.latest() is not None:
+        state, records = checkpoints.restore(state)
+        echo(f"resuming {workdir} after pass {checkpoints.latest()} of {config.train.passes}")
+    first = int(np.asarray(train_lib.to_numpy(state["pass"])).reshape(-1)[0]) + 1
+
+    t = time.perf_counter()
+    epoch = train_lib.make_epoch(config, sizes["train"], sizes["test"], mesh=mesh).lower(state, arrays).compile()
+    compile_s = time.perf_counter() - t
+
+    reporting.write_json(workdir / reporting.CONFIG, _config_json(config))
+    reporting.write_jsonl(workdir / reporting.METRICS, records)
+    rates = optimizers.pass_learning_rates(config.optimizer, config.train.passes)
+    board = TensorBoard(workdir / TENSORBOARD, config.num_seeds, config.seed)
+    board.write(records, rates)
+    echo(
+        f"{config.data.name}: {sizes['train']:,} train / {sizes['test']:,} test digits; "
+        f"{model_lib.count_params()['total']:,} parameters; {config.num_seeds} seed(s) from {config.seed}; "
+        f"{device_info()['kind']} x{1 if mesh is None else mesh.size}; compiled in {compile_s:.1f} s"
+    )
+
+    pass_times: list[float] = []
+    loop_start = time.perf_counter()
+    try:
+        for p in range(first, config.train.passes + 1):
+            t = time.perf_counter()
+            new_state, metrics = epoch(state, arrays)
+            metrics = train_lib.real_replicas(config, train_lib.to_numpy(metrics))
+            new = reporting.pass_records(p, metrics, sizes, config.seed)
+            _check_finite(config, p, new, metrics, workdir, records, checkpoints)
+            state = new_state
+            records += new
+            checkpoints.save(p, state, records)
+            reporting.write_jsonl(workdir / reporting.METRICS, records)
+            board.write(new, rates)
+            pass_times.append(time.perf_counter() - t)
+            echo(_progress(p, config.train.passes, first, pass_times, time.perf_counter() - loop_start))
+            for split in SPLITS:
+                m = metrics[split]
+                echo(reporting.eval_line(split, m["loss"], 100.0 * m["misses"] / sizes[split], m["misses"]))
+    finally:
+        checkpoints.close()
+        board.close()
+
+    params = train_lib.real_replicas(config, train_lib.to_numpy(state["params"]))
+    reporting.save_params(workdir / reporting.PARAMS, params)
+    _save_test_outputs(config, model, params, dataset, workdir)
+    steps = train_lib.steps_per_pass(sizes["train"], config.train.batch_size)
+    train_s = sum(pass_times)
+    summary = {
+        "label": label,
+        "dataset": config.data.name,
+        "num_seeds": config.num_seeds,
+        "passes": config.train.passes,
+        "steps_per_pass": steps,
+        "resumed_after_pass": first - 1 if first > 1 else None,
+        "params": model_lib.count_params(),
+        "macs_per_digit": model_lib.count_macs()["total"],
+        "final": {s: reporting.summarize(records, s, config.train.passes) for s in SPLITS},
+        "time": {
+            "wall_s": time.perf_counter() - start,
+            "data_s": data_s,
+            "compile_s": compile_s,
+            "train_s": train_s,
+            "pass_s": pass_times,
+            "us_per_step": 1e6 * float(np.median(pass_times)) / steps if pass_times else None,
+        },
+        "ledger": ledger(config, sizes, train_s if first == 1 else float(np.median(pass_times)) * config.train.passes),
+        "device": device_info(mesh),
+        "versions": versions(),
+    }
+    reporting.write_json(workdir / reporting.SUMMARY, summary)
+    if plots:
+        _plots(workdir, echo)
+    led = summary["ledger"]
+    echo(
+        f"done: {len(pass_times)} passes in {train_s:.1f} s "
+        f"({summary['time']['us_per_step'] or 0:.1f} µs per step, median pass) + {compile_s:.1f} s compile; "
+        f"wall {summary['time']['wall_s']:.1f} s; {led['speedup_vs_sun4_260_1989']:,.0f}x the 1989 SUN-4, "
+        f"{led['speedup_vs_karpathy_m1_2022']:.1f}x Karpathy's M1 per network; results in {workdir}"
+    )
+    return summary
+
+
+def _check_finite(config, p, new, metrics, workdir, records, checkpoints) -> None:
+    """Stops at the end of a pass whose loss or parameters are not finite; keeps what was good."""
+    bad = sorted({r["replica"] for r in new if r["loss"] is None})
+    if not bad and np.all(metrics["finite"]):
+        return
+    reporting.write_jsonl(workdir / reporting.METRICS, records + new)  # the failing pass too, for the record
+    last = checkpoints.latest()
+    checkpoints.manager.wait_until_finished()
+    raise NumericalError(
+        f"pass {p}: {'loss' if bad else 'parameters'} became NaN/Inf"
+        f"{f' (replicas {bad})' if config.num_seeds > 1 and bad else ''}; "
+        f"its learning rate, {optimizers.pass_learning_rates(config.optimizer, config.train.passes)[p - 1]:g} "
+        f"(optimizer.learning_rate={config.optimizer.learning_rate:g}), is the likely cause: try a smaller one; "
+        f"kept: metrics up to pass {p} in {workdir / reporting.METRICS}, "
+        + (f"the checkpoint of pass {last}" if last else "no checkpoint (pass 1 failed)")
+    )
+
+
+def _progress(p: int, passes: int, first: int, times: list[float], elapsed: float) -> str:
+    line = f"pass {p}/{passes} ({times[-1]:.2f} s)"
+    if elapsed > PROGRESS_AFTER_S or times[-1] * passes > PROGRESS_AFTER_S:
+        eta = float(np.median(times)) * (passes - p)
+        line += f"; elapsed {elapsed:.1f} s, ETA {eta:.1f} s"
+    return line
+
+
+def _save_test_outputs(config, model, params, dataset, workdir: Path) -> None:
+    """The final networks' outputs on the test split, for plots and notebooks."""
+    predict = jax.jit(train_lib.make_predict(model, len(dataset.test)))
+    if config.num_seeds == 1:
+        outputs = np.asarray(predict(params, dataset.test.images))[None]
+    else:
+        outputs = np.stack([np.asarray(predict(jax.tree.map(lambda a: a[r], params), dataset.test.images))
+                            for r in range(config.num_seeds)])
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, outputs=outputs.astype(np.float32), labels=dataset.test.labels)
+    reporting.atomic_write_bytes(workdir / TEST_OUTPUTS, buf.getvalue())
+
+
+def _plots(workdir: Path, echo) -> None:
+    try:
+        from lecun_jax import plots
+    except ImportError as e:  # matplotlib is a dependency; a broken install should not lose the run
+        logging.warning("no plots: %s", e)
+        return
+    for path in plots.write_run(workdir):
+        logging.info("wrote %s", path)
+
+
+class Run:
+    """A finished (or interrupted) run, loaded from its workdir for notebooks.
+
+    Attributes: ``workdir``, ``config`` (ConfigDict), ``metrics`` (records),
+    ``summary`` (dict, None while unfinished), ``params`` (the final
+    parameters; leading replica axis when num_seeds > 1), ``test_outputs``
+    ((replicas, N, 10) outputs on the test split) and ``test_labels``.
+    """
+
+    def __init__(self, workdir: str | Path):
+        self.workdir = Path(workdir)
+        if not (self.workdir / reporting.CONFIG).exists():
+            raise FileNotFoundError(f"{self.workdir}: no config.json; not a lecun_jax run")
+        self.config = ml_collections.ConfigDict(json.loads((self.workdir / reporting.CONFIG).read_text()))
+        self.metrics = reporting.read_jsonl(self.workdir / reporting.METRICS) if (self.workdir / reporting.METRICS).exists() else []
+        summary = self.workdir / reporting.SUMMARY
+        self.summary = json.loads(summary.read_text()) if summary.exists() else None
+        self.params = reporting.load_params(self.workdir / reporting.PARAMS) if (self.workdir / reporting.PARAMS).exists() else None
+        self.test_outputs = self.test_labels = None
+        if (self.workdir / TEST_OUTPUTS).exists():
+            with np.load(self.workdir / TEST_OUTPUTS) as z:
+                self.test_outputs, self.test_labels = z["outputs"], z["labels"]
+
+    @property
+    def model(self) -> model_lib.Net1989:
+        """The network the run trained (evaluate it with ``model.apply({'params': p}, x)``)."""
+        return train_lib.make_model(self.config)
+
+    def replica_params(self, replica: int = 0) -> dict:
+        """One network's parameters."""
+        if self.config.num_seeds == 1:
+            return self.params
+        return jax.tree.map(lambda a: a[replica], self.params)
+
+    def dataset(self) -> data_lib.Dataset:
+        """The run's data, as it trained on it."""
+        return train_lib.load_data(self.config)
+
+    def final(self, split: str = "test") -> dict:
+        """Final metrics of a split across replicas (see reporting.summarize)."""
+        return reporting.summarize(self.metrics, split, max(r["pass"] for r in self.metrics))
+
+    def __repr__(self) -> str:
+        done = "finished" if self.summary else "unfinished"
+        return f"Run({str(self.workdir)!r}, {self.config.data.name}, {self.config.num_seeds} seed(s), {done})"
+
+
+def load_run(workdir: str | Path) -> Run:
+    """The config, trained parameters and metrics of the run in ``workdir``."""
+    return Run(workdir)
