@@ -22,11 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-# One XLA device per core (as launch.py does), before JAX starts.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"
-    ).strip()
+from _setup import REPO  # noqa: F401  (first: XLA devices before JAX starts)
 
 import json
 import platform
@@ -40,10 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from lecun_jax import config as config_lib  # noqa: E402
 from lecun_jax import data, losses, train  # noqa: E402

@@ -11,7 +11,6 @@ uniformly from {-max_shift, ..., max_shift}, fresh at every step:
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

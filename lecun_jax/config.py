@@ -15,7 +15,7 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from lecun_jax import augment, data, losses, model, optimizers
+from lecun_jax import augment, data, losses, model, optimizers, sdlm
 
 
 class ConfigError(ValueError):
@@ -36,14 +36,16 @@ def base() -> ml_collections.ConfigDict:
     c.data.train_size = config_dict.placeholder(int)  # train on this many digits; None: all
     c.data.train_subset = "prefix"  # prefix (the first train_size) | random (a subset drawn by subset_seed)
     c.data.subset_seed = 0  # the draw of train_subset=random; the same for every replica
+    c.data.validation_size = config_dict.placeholder(int)  # hold out the last N training digits as the test split (tuning)
 
     c.model = ml_collections.ConfigDict()
-    c.model.activation = "tanh"  # tanh | relu (hidden layers)
-    c.model.output_activation = "tanh"  # tanh | linear
+    c.model.activation = "tanh"  # tanh | relu | scaled_tanh (1.7159 tanh(2a/3)) (hidden layers)
+    c.model.output_activation = "tanh"  # tanh | linear | scaled_tanh
     c.model.dropout = 0.0  # dropout rate on the input of H3, in [0, 1)
     c.model.output_bias_init = -1.0  # nine of ten targets are -1
     c.model.hidden_pad_value = -1.0  # H1 padding before H2 (Karpathy: -1 even with relu)
-    c.model.conv = "auto"  # auto (patches up to batch 16, else lax) | patches | lax: same function, speed only
+    c.model.conv = "auto"  # auto (patches up to batch 64, else lax) | patches | lax: same function, speed only
+    c.model.width = 1.0  # feature maps x width (12 -> 12 w), H3 units x width; 1 = the 1989 network
 
     c.loss = "mse"  # mse (mean over outputs, +-1 targets) | cross_entropy (softmax of the outputs)
 
@@ -56,6 +58,9 @@ def base() -> ml_collections.ConfigDict:
     c.optimizer.b1 = 0.9  # adamw
     c.optimizer.b2 = 0.999  # adamw
     c.optimizer.eps = 1e-8  # adamw
+    c.optimizer.sdlm_mu = 0.02  # sdlm: the step is learning_rate / (sdlm_mu + h) per parameter
+    c.optimizer.sdlm_estimator = "becker_lecun"  # sdlm: becker_lecun (the paper's) | exact_ggn
+    c.optimizer.sdlm_samples = 500  # sdlm: digits the diagonal h is re-estimated on before each pass
 
     c.augment = ml_collections.ConfigDict()
     c.augment.name = "none"  # none | shift (a random shift of each training digit, every step)
@@ -66,6 +71,7 @@ def base() -> ml_collections.ConfigDict:
     c.train.passes = 23  # passes over the training set
     c.train.batch_size = 1  # 1989: one digit per update
     c.train.shuffle = False  # 1989: the same fixed order every pass
+    c.train.eval_every = 1  # evaluate both splits every this many passes (and after the last)
 
     c.sweep = ml_collections.ConfigDict()
     c.sweep.rows = ""  # comma-separated presets of the config file to run as one sweep ('' = a single run)
@@ -124,6 +130,13 @@ def _url(v):
     return None if isinstance(v, str) and v.split("://")[0] in ("http", "https", "file") else "expected an http(s):// or file:// URL"
 
 
+def _width(v):
+    problem = _number(0.25, 16.0)(v)
+    if problem:
+        return problem + " with 4 * width a whole number"
+    return None if abs(round(4 * v) - 4 * v) < 1e-9 else "valid: 4 * width a whole number (0.25, 0.5, 0.75, 1, ...)"
+
+
 SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "seed": _number(0, 2**32 - 1, integer=True),
     "num_seeds": _number(1, 1024, integer=True),
@@ -134,12 +147,14 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "data.train_size": _optional_int(1),
     "data.train_subset": _choice(data.SUBSETS),
     "data.subset_seed": _number(0, 2**32 - 1, integer=True),
+    "data.validation_size": _optional_int(1),
     "model.activation": _choice(tuple(model.ACTIVATIONS)),
     "model.output_activation": _choice(tuple(model.OUTPUT_ACTIVATIONS)),
     "model.dropout": _number(0.0, 1.0, hi_open=True),
     "model.output_bias_init": _number(),
     "model.hidden_pad_value": _number(),
     "model.conv": _choice(model.CONV_IMPLS),
+    "model.width": _width,
     "loss": _choice(tuple(losses.LOSSES)),
     "optimizer.name": _choice(optimizers.OPTIMIZERS),
     "optimizer.learning_rate": _number(0.0, lo_open=True),
@@ -149,12 +164,16 @@ SCHEMA: dict[str, Callable[[Any], str | None]] = {
     "optimizer.b1": _number(0.0, 1.0, hi_open=True),
     "optimizer.b2": _number(0.0, 1.0, hi_open=True),
     "optimizer.eps": _number(0.0, lo_open=True),
+    "optimizer.sdlm_mu": _number(0.0, lo_open=True),
+    "optimizer.sdlm_estimator": _choice(sdlm.ESTIMATORS),
+    "optimizer.sdlm_samples": _number(1, integer=True),
     "augment.name": _choice(augment.AUGMENTATIONS),
     "augment.max_shift": _number(1, 8, integer=True),
     "augment.mode": _choice(augment.SHIFT_MODES),
     "train.passes": _number(1, integer=True),
     "train.batch_size": _number(1, integer=True),
     "train.shuffle": _bool,
+    "train.eval_every": _number(1, integer=True),
     "sweep.rows": _string,
     "sweep.grid": _string,
     "reference.label": _string,
@@ -173,8 +192,17 @@ def _cross_checks(c) -> None:
     if known is not None and c.data.train_size is not None and c.data.train_size > known:
         raise ConfigError(f"config.data.train_size={c.data.train_size}: {c.data.name} has {known:,} training digits; valid: 1 to {known}")
     limit = c.data.train_size or known
+    if limit is not None and c.data.validation_size is not None:
+        if c.data.validation_size >= limit:
+            raise ConfigError(
+                f"config.data.validation_size={c.data.validation_size}: must leave training digits of the {limit:,}; "
+                f"valid: 1 to {limit - 1}"
+            )
+        limit -= c.data.validation_size
     if limit is not None and c.train.batch_size > limit:
         raise ConfigError(f"config.train.batch_size={c.train.batch_size}: larger than the {limit:,} training digits; valid: 1 to {limit}")
+    if o.name == "sdlm" and limit is not None and o.sdlm_samples > limit:
+        raise ConfigError(f"config.optimizer.sdlm_samples={o.sdlm_samples}: larger than the {limit:,} training digits; valid: 1 to {limit}")
 
 
 def flatten(c, prefix: str = "") -> dict[str, Any]:
@@ -210,8 +238,13 @@ def check_dataset_size(c, num_train: int) -> None:
         raise ConfigError(
             f"config.data.train_size={c.data.train_size}: {c.data.name} has {num_train:,} training digits here; valid: 1 to {num_train}"
         )
-    if c.train.batch_size > (c.data.train_size or num_train):
-        raise ConfigError(f"config.train.batch_size={c.train.batch_size}: larger than the {c.data.train_size or num_train:,} training digits")
+    left = (c.data.train_size or num_train) - (c.data.validation_size or 0)
+    if left < 1:
+        raise ConfigError(f"config.data.validation_size={c.data.validation_size}: leaves no training digits")
+    if c.train.batch_size > left:
+        raise ConfigError(f"config.train.batch_size={c.train.batch_size}: larger than the {left:,} training digits")
+    if c.optimizer.name == "sdlm" and c.optimizer.sdlm_samples > left:
+        raise ConfigError(f"config.optimizer.sdlm_samples={c.optimizer.sdlm_samples}: larger than the {left:,} training digits")
 
 
 def load_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -436,6 +436,21 @@ def _load_splits(name: str, source_dir, data_dir, url, splits) -> dict[str, Spli
     return out
 
 
+def hold_out(dataset: Dataset, size: int) -> Dataset:
+    """Trains on all but the last ``size`` training digits and tests on those: for tuning
+    without looking at the test split."""
+    n = len(dataset.train)
+    if not 1 <= size < n:
+        raise DataError(f"data.validation_size={size}: {dataset.name} has {n:,} training digits; valid: 1 to {n - 1}")
+    t = dataset.train
+    return dataclasses.replace(
+        dataset,
+        name=f"{dataset.name}[validation]",
+        train=Split(images=t.images[: n - size], labels=t.labels[: n - size]),
+        test=Split(images=t.images[n - size :], labels=t.labels[n - size :]),
+    )
+
+
 def select_train(dataset: Dataset, size: int | None, subset: str = "prefix", seed: int = 0) -> Dataset:
     """The dataset with its training split cut to ``size`` digits (None: unchanged).
 

@@ -184,7 +184,7 @@ def ledger(config, sizes: dict[str, int], train_s: float) -> dict:
 
     ``train_s``: the passes' wall time (for a resumed run, the median pass times the passes).
     """
-    macs = model_lib.count_macs()["total"]
+    macs = model_lib.count_macs(model_lib.abstract_params(train_lib.make_model(config)))["total"]
     presentations = config.train.passes * sizes["train"] * config.num_seeds
     per_network_s = train_s / config.num_seeds
     # per presentation (one SGD step, its share of the evaluation), against the 1989 recipe's 23 x 7,291
@@ -248,7 +248,11 @@ def train_and_evaluate(
     first = int(np.asarray(train_lib.to_numpy(state["pass"])).reshape(-1)[0]) + 1
 
     t = time.perf_counter()
-    epoch = train_lib.make_epoch(config, sizes["train"], sizes["test"], mesh=mesh).lower(state, arrays).compile()
+    epochs = {
+        evaluated: train_lib.make_epoch(config, sizes["train"], sizes["test"], mesh=mesh, evaluate_splits=evaluated)
+        .lower(state, arrays).compile()
+        for evaluated in ((True, False) if config.train.eval_every > 1 else (True,))
+    }
     compile_s = time.perf_counter() - t
 
     reporting.write_json(workdir / reporting.CONFIG, _config_json(config))
@@ -257,8 +261,9 @@ def train_and_evaluate(
     board = TensorBoard(workdir / TENSORBOARD, config.num_seeds, config.seed)
     board.write(records, rates)
     echo(
-        f"{config.data.name}: {sizes['train']:,} train / {sizes['test']:,} test digits; "
-        f"{model_lib.count_params()['total']:,} parameters; {config.num_seeds} seed(s) from {config.seed}; "
+        f"{dataset.name}: {sizes['train']:,} train / {sizes['test']:,} {'held-out' if config.data.validation_size else 'test'} digits; "
+        f"{model_lib.count_params(model_lib.abstract_params(model))['total']:,} parameters; "
+        f"{config.num_seeds} seed(s) from {config.seed}; "
         f"{device_info()['kind']} x{1 if mesh is None else mesh.size}; compiled in {compile_s:.1f} s"
     )
 
@@ -267,18 +272,20 @@ def train_and_evaluate(
     try:
         for p in range(first, config.train.passes + 1):
             t = time.perf_counter()
-            new_state, metrics = epoch(state, arrays)
+            evaluated = p % config.train.eval_every == 0 or p == config.train.passes
+            new_state, metrics = epochs[evaluated](state, arrays)
             metrics = train_lib.real_replicas(config, train_lib.to_numpy(metrics))
-            new = reporting.pass_records(p, metrics, sizes, config.seed)
+            new = reporting.pass_records(p, metrics, sizes, config.seed) if evaluated else []
             _check_finite(config, p, new, metrics, workdir, records, checkpoints)
             state = new_state
             records += new
             checkpoints.save(p, state, records)
-            reporting.write_jsonl(workdir / reporting.METRICS, records)
-            board.write(new, rates)
+            if evaluated:
+                reporting.write_jsonl(workdir / reporting.METRICS, records)
+                board.write(new, rates)
             pass_times.append(time.perf_counter() - t)
             echo(_progress(p, config.train.passes, first, pass_times, time.perf_counter() - loop_start))
-            for split in SPLITS:
+            for split in SPLITS if evaluated else ():
                 m = metrics[split]
                 echo(reporting.eval_line(split, m["loss"], 100.0 * m["misses"] / sizes[split], m["misses"]))
     finally:
@@ -297,8 +304,8 @@ def train_and_evaluate(
         "passes": config.train.passes,
         "steps_per_pass": steps,
         "resumed_after_pass": first - 1 if first > 1 else None,
-        "params": model_lib.count_params(),
-        "macs_per_digit": model_lib.count_macs()["total"],
+        "params": model_lib.count_params(model_lib.abstract_params(model)),
+        "macs_per_digit": model_lib.count_macs(model_lib.abstract_params(model))["total"],
         "final": {s: reporting.summarize(records, s, config.train.passes) for s in SPLITS},
         "time": {
             "wall_s": time.perf_counter() - start,

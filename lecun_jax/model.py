@@ -16,7 +16,7 @@ The convolutions multiply by a dense kernel with structural zeros (see
 ``lecun_jax.conv``): ``conv='patches'`` gathers windows and uses a hand-written
 backward (fastest for per-digit SGD), ``conv='lax'`` uses
 ``lax.conv_general_dilated`` (fastest for large batches); ``conv='auto'`` (the
-default) picks patches up to batch size 16 and lax above. All three compute
+default) picks patches up to batch size 64 and lax above. All three compute
 the same function; the tests check them against Karpathy's formulation.
 """
 
@@ -32,13 +32,28 @@ import numpy as np
 
 from lecun_jax import conv as conv_lib
 
-ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-OUTPUT_ACTIVATIONS = {"tanh": jnp.tanh, "linear": lambda x: x}
+def scaled_tanh(a):
+    """1.7159 tanh(2a/3): f(+-1) = +-1, so +-1 targets sit in the quasi-linear range
+    ("Efficient BackProp", LeCun et al. 1998; the 1989 paper speaks of a scaled hyperbolic
+    tangent and of targets chosen inside the quasi-linear range of the sigmoid)."""
+    return 1.7159 * jnp.tanh(2.0 * a / 3.0)
+
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "scaled_tanh": scaled_tanh}
+OUTPUT_ACTIVATIONS = {"tanh": jnp.tanh, "linear": lambda x: x, "scaled_tanh": scaled_tanh}
 CONV_IMPLS = ("auto", "patches", "lax")
-PATCHES_MAX_BATCH = 16  # conv='auto': patches up to this batch size, lax.conv above
+PATCHES_MAX_BATCH = 64  # conv="auto": patches up to this batch size, lax.conv above
 
 # H2's connection table: the H1 maps seen by each group of four H2 maps.
 H2_INPUTS = ((0, 1, 2, 3, 4, 5, 6, 7), (4, 5, 6, 7, 8, 9, 10, 11), (0, 1, 2, 3, 8, 9, 10, 11))
+
+
+def h2_inputs(block: int) -> tuple[tuple[int, ...], ...]:
+    """The 8-of-12 table at any width: H1's maps form three blocks A, B, C of ``block`` maps;
+    H2's three groups of ``block`` maps see A+B, B+C and A+C (two thirds of H1).
+    ``block = 4`` is the paper's table, H2_INPUTS."""
+    a, b, c = (tuple(range(i * block, (i + 1) * block)) for i in range(3))
+    return (a + b, b + c, a + c)
 
 
 def uniform_fan_in(fan_in: int, scale: float = 2.4):
@@ -95,6 +110,10 @@ class Net1989(nn.Module):
       hidden_pad_value: what H1 is padded with before H2. Karpathy pads with -1
         whatever the activation; 0 is the cleaner choice for ReLU.
       conv: ``auto`` | ``patches`` | ``lax``: how the convolutions are computed.
+      width: scales the feature maps of H1 and H2 (12 -> 12 w, in three blocks
+        of 4 w) and the H3 units (30 -> round(30 w)); the topology, the
+        initialisation rule and the 8-of-12 proportions stay (:func:`h2_inputs`).
+        1 is the 1989 network exactly; 4 w must be a whole number.
     """
 
     activation: str = "tanh"
@@ -104,25 +123,43 @@ class Net1989(nn.Module):
     hidden_pad_value: float = -1.0
     conv: str = "auto"
     precision: str = "highest"
+    width: float = 1.0
+
+    @property
+    def block(self) -> int:
+        """H1 maps per block of the connection table (4 in 1989)."""
+        block = round(4 * self.width)
+        if block < 1 or abs(block - 4 * self.width) > 1e-9:
+            raise ValueError(f"width={self.width}: 4 * width must be a whole number >= 1")
+        return block
+
+    @property
+    def maps(self) -> int:
+        """Feature maps of H1 and of H2 (12 in 1989)."""
+        return 3 * self.block
+
+    @property
+    def h3_units(self) -> int:
+        return max(1, round(30 * self.width))
 
     @property
     def dropout_size(self) -> int:
-        """Units that dropout acts on: the flattened H2 (4 x 4 x 12)."""
-        return 4 * 4 * 12
+        """Units that dropout acts on: the flattened H2 (4 x 4 x 12 in 1989)."""
+        return 4 * 4 * self.maps
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, dropout_keep=None):
         """x: (batch, 16, 16, 1) grey values, background -1 -> (batch, 10).
 
         In training, dropout draws from the ``dropout`` rng, unless
-        ``dropout_keep`` (batch, 192) gives the mask (1 keeps, 0 drops) —
+        ``dropout_keep`` (batch, dropout_size) gives the mask (1 keeps, 0 drops) —
         the training loop draws a whole pass's masks at once, which is faster.
         """
         if x.ndim != 4 or x.shape[1:] != (16, 16, 1):
             raise ValueError(f"Net1989 expects images of shape (batch, 16, 16, 1), got {x.shape}")
         act = ACTIVATIONS[self.activation]
-        h1 = act(Conv1989(12, ((0,),), -1.0, self.conv, self.precision, name="h1")(x))
-        h2 = act(Conv1989(12, H2_INPUTS, self.hidden_pad_value, self.conv, self.precision, name="h2")(h1))
+        h1 = act(Conv1989(self.maps, ((0,),), -1.0, self.conv, self.precision, name="h1")(x))
+        h2 = act(Conv1989(self.maps, h2_inputs(self.block), self.hidden_pad_value, self.conv, self.precision, name="h2")(h1))
         h2 = h2.reshape(h2.shape[0], -1)
         if train and self.dropout_rate > 0 and dropout_keep is not None:
             h2 = h2 * dropout_keep / (1.0 - self.dropout_rate)
@@ -131,8 +168,8 @@ class Net1989(nn.Module):
         dense = lambda n, fan_in, name, **kw: nn.Dense(
             n, kernel_init=uniform_fan_in(fan_in), precision=self.precision, name=name, **kw
         )
-        h3 = act(dense(30, 192, "h3")(h2))
-        out = dense(10, 30, "out", bias_init=nn.initializers.constant(self.output_bias_init))(h3)
+        h3 = act(dense(self.h3_units, self.dropout_size, "h3")(h2))
+        out = dense(10, self.h3_units, "out", bias_init=nn.initializers.constant(self.output_bias_init))(h3)
         return OUTPUT_ACTIVATIONS[self.output_activation](out)
 
 

@@ -1,6 +1,9 @@
 """Optax chains built from ``config.optimizer``.
 
 * ``sgd`` — plain stochastic gradient descent, w <- w - lr * g (1989).
+* ``sdlm`` — the 1989 paper's own: stochastic diagonal Levenberg-Marquardt,
+  w <- w - lr / (mu + h) * g with h a diagonal Gauss-Newton estimate
+  (``lecun_jax.sdlm``; the training loop re-estimates h before each pass).
 * ``adamw`` — Adam with decoupled weight decay, as ``torch.optim.AdamW``:
   betas (0.9, 0.999), eps 1e-8 outside the square root, weight decay 0.01 on
   every parameter (optax's own default, 1e-4, is not torch's; a public port
@@ -19,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "sdlm")
 SCHEDULES = ("constant", "linear")
 
 
@@ -51,5 +54,10 @@ def make(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int)
     if config.name == "sgd":
         return optax.sgd(lr)
     if config.name == "adamw":
+        # flattened: one vector op per update instead of one per parameter array (faster at batch 1)
         return optax.flatten(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay))
+    if config.name == "sdlm":
+        from lecun_jax import sdlm
+
+        return sdlm.sdlm(lr, mu=config.sdlm_mu)
     raise ValueError(f"optimizer.name={config.name!r}: valid: {', '.join(OPTIMIZERS)}")

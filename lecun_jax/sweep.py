@@ -91,9 +91,11 @@ def _stats(values) -> dict[str, float]:
 
 def row_record(name: str, config, summary: dict | None, error: str | None, workdir: Path) -> dict:
     """One line of the table."""
-    ref = config.reference if config.reference.dataset == config.data.name else None  # same digits only
+    same_digits = config.reference.dataset == config.data.name and config.data.validation_size is None
+    ref = config.reference if same_digits else None  # published figures only beside runs on the same test digits
     rec: dict[str, Any] = {
-        "row": name, "dataset": config.data.name, "passes": config.train.passes, "seeds": config.num_seeds,
+        "row": name, "passes": config.train.passes, "seeds": config.num_seeds,
+        "dataset": config.data.name + ("" if config.data.validation_size is None else f" (held-out {config.data.validation_size})"),
         "train_size": config.data.train_size, "reference_label": ref.label if ref else "",
         "reference_train_error": ref.train_error if ref else None,
         "reference_test_error": ref.test_error if ref else None,
@@ -174,12 +176,12 @@ def run(
         _write(workdir, records, time.perf_counter() - start)  # a table after every row
     wall_s = time.perf_counter() - start
     _write(workdir, records, wall_s)
-    try:
-        from lecun_jax import plots
+    from lecun_jax import plots, scaling
 
-        plots.write_sweep(workdir)
-    except ImportError:
-        pass
+    plots.write_sweep(workdir)
+    if "data.train_size" in config.sweep.grid and "model.width" in config.sweep.grid:
+        for path in scaling.write(workdir):
+            echo(f"wrote {path}")
     echo(table_markdown(records, wall_s))
     echo(f"wrote {workdir / TABLE_MD} and {workdir / TABLE_CSV}")
     return records

@@ -34,6 +34,7 @@ from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
 from lecun_jax import losses, optimizers
 from lecun_jax import model as model_lib
+from lecun_jax import sdlm as sdlm_lib
 
 State = dict[str, Any]
 SPLITS = ("train", "test")
@@ -49,6 +50,7 @@ def make_model(config: ml_collections.ConfigDict) -> model_lib.Net1989:
         output_bias_init=m.output_bias_init,
         hidden_pad_value=m.hidden_pad_value,
         conv=m.conv,
+        width=m.width,
     )
 
 
@@ -97,6 +99,8 @@ def make_train_pass(
     batch_size: int,
     shuffle: bool,
     augment: ml_collections.ConfigDict | None = None,
+    curvature: Callable | None = None,
+    curvature_samples: int = 500,
     unroll: int = 1,
 ) -> Callable[[State, jax.Array, jax.Array], State]:
     """One pass over the training set: ``train_pass(state, images, labels) -> state``.
@@ -105,6 +109,8 @@ def make_train_pass(
     or a fresh permutation per pass with ``shuffle``); a last, short batch is
     padded and its padding masked out of the loss, so every example counts once.
     ``augment`` (``config.augment``) shifts each batch inside the step.
+    ``curvature(params, images, labels)``, for SDLM, re-estimates the diagonal
+    Hessian on ``curvature_samples`` digits drawn from ``fold_in(k, 4)`` before the pass.
 
     Randomness of pass p, from ``k = fold_in(rng, p)``: the order from
     ``fold_in(k, 0)``, the whole pass's dropout masks from ``fold_in(k, 2)``
@@ -138,6 +144,11 @@ def make_train_pass(
         if shifting:
             xs["shift"] = augment_lib.sample_shifts(key(3), (steps, batch_size), augment.max_shift)
 
+        opt_state = state["opt_state"]
+        if curvature is not None:
+            pick = jax.random.choice(key(4), num_train, (curvature_samples,), replace=False)
+            opt_state = sdlm_lib.with_hessian(opt_state, curvature(state["params"], images[pick], labels[pick]))
+
         def step(carry, x):
             params, opt_state = carry
             batch = images[x["index"]]
@@ -147,7 +158,7 @@ def make_train_pass(
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), None
 
-        (params, opt_state), _ = lax.scan(step, (state["params"], state["opt_state"]), xs, unroll=unroll)
+        (params, opt_state), _ = lax.scan(step, (state["params"], opt_state), xs, unroll=unroll)
         return {**state, "params": params, "opt_state": opt_state, "pass": state["pass"] + 1}
 
     return train_pass
@@ -197,28 +208,44 @@ def replica_layout(num_seeds: int) -> tuple[Mesh | None, int]:
 
 
 def make_epoch(
-    config: ml_collections.ConfigDict, num_train: int, num_test: int, *, mesh: Mesh | None = None, unroll: int = 1
+    config: ml_collections.ConfigDict,
+    num_train: int,
+    num_test: int,
+    *,
+    mesh: Mesh | None = None,
+    unroll: int = 1,
+    evaluate_splits: bool = True,
+    vmap_replicas: bool | None = None,
 ):
     """``epoch(state, data) -> (state, metrics)``, jitted, the state donated.
 
     ``data`` holds ``{train,test}_{images,labels}``; ``metrics[split]`` holds
-    ``loss`` and ``misses``, and ``metrics['finite']`` whether every parameter
-    is still finite. With ``num_seeds > 1`` everything has a leading replica
+    ``loss`` and ``misses`` (unless ``evaluate_splits`` is False: a pass that
+    is not evaluated), and ``metrics['finite']`` whether every parameter is
+    still finite. With ``num_seeds > 1`` everything has a leading replica
     axis, sharded over ``mesh`` when given (data replicated).
-    ``unroll`` (steps per scan iteration) only changes speed and compile time.
+    ``unroll`` (steps per scan iteration) and ``vmap_replicas`` (None: vmap
+    the replicas' training at batch size 1, map over them otherwise) only
+    change speed.
     """
     model = make_model(config)
     tx = make_optimizer(config, num_train)
     loss_fn = losses.get(config.loss)
+    o = config.optimizer
     train_pass = make_train_pass(
         model, tx, loss_fn,
         num_train=num_train, batch_size=config.train.batch_size, shuffle=config.train.shuffle,
         augment=config.augment, unroll=unroll,
+        curvature=sdlm_lib.estimator(o.sdlm_estimator, model, loss_fn) if o.name == "sdlm" else None,
+        curvature_samples=min(o.sdlm_samples, num_train),
     )
     evaluators = {"train": make_evaluate(model, loss_fn, num_train), "test": make_evaluate(model, loss_fn, num_test)}
+    vmap_replicas = config.train.batch_size == 1 if vmap_replicas is None else vmap_replicas
 
     def evaluate(params, data):
-        metrics = {s: evaluators[s](params, data[f"{s}_images"], data[f"{s}_labels"]) for s in SPLITS}
+        metrics = {}
+        if evaluate_splits:
+            metrics = {s: evaluators[s](params, data[f"{s}_images"], data[f"{s}_labels"]) for s in SPLITS}
         metrics["finite"] = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
         return metrics
 
@@ -226,10 +253,14 @@ def make_epoch(
         if config.num_seeds == 1:
             state = train_pass(state, data["train_images"], data["train_labels"])
             return state, evaluate(state["params"], data)
-        # Training is vmapped over the replicas (per-digit steps are too small
-        # to fill the machine); evaluation maps over them one at a time, each
-        # a large batch, where a vmapped convolution would become a slow grouped one.
-        state = jax.vmap(train_pass, in_axes=(0, None, None))(state, data["train_images"], data["train_labels"])
+        # One digit per step: training vmapped over the replicas (a little
+        # faster than one after the other). Larger batches, and evaluation:
+        # one replica after the other, each a batched computation, where a
+        # vmapped convolution would become a slow grouped one.
+        if vmap_replicas:
+            state = jax.vmap(train_pass, in_axes=(0, None, None))(state, data["train_images"], data["train_labels"])
+        else:
+            state = lax.map(lambda s: train_pass(s, data["train_images"], data["train_labels"]), state)
         return state, lax.map(lambda p: evaluate(p, data), state["params"])
 
     if mesh is None:
@@ -245,7 +276,8 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     d = config.data
     dataset = data_lib.load(d.name, source_dir=d.source_dir, data_dir=d.tfds_dir, mnist_url=d.mnist_url)
     config_lib.check_dataset_size(config, len(dataset.train))
-    return data_lib.select_train(dataset, d.train_size, d.train_subset, d.subset_seed)
+    dataset = data_lib.select_train(dataset, d.train_size, d.train_subset, d.subset_seed)
+    return dataset if d.validation_size is None else data_lib.hold_out(dataset, d.validation_size)
 
 
 def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:

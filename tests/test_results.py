@@ -2,7 +2,6 @@
 
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 
 import lecun_jax
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, plots, reporting, sweep
+from lecun_jax import experiment, reporting, sweep
 from conftest import REPO
 from events import read_scalars
 
@@ -82,7 +81,7 @@ def test_load_run_gives_config_params_and_metrics(short_run):
 
 def test_resume_after_a_lost_tail_gives_the_uninterrupted_numbers(tmp_path):
     c = _config(**{"train__passes": 4})
-    ref = experiment.train_and_evaluate(c, tmp_path / "ref", echo=lambda s: None, plots=False)
+    experiment.train_and_evaluate(c, tmp_path / "ref", echo=lambda s: None, plots=False)
     # a run that stopped after pass 2: drop the later checkpoints and the summary
     experiment.train_and_evaluate(c, tmp_path / "cut", echo=lambda s: None, plots=False)
     for p in ("3", "4"):

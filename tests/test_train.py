@@ -3,12 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from lecun_jax import config as config_lib
 from lecun_jax import experiment, losses, reporting, train
-from lecun_jax import model as M
 from reference import karpathy_forward, mse_1989
 
 

@@ -1,0 +1,130 @@
+"""The paper's optimiser: the SDLM transformation and its two curvature estimators."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lecun_jax import config as config_lib
+from lecun_jax import losses, sdlm, train
+from lecun_jax import model as M
+from conftest import REPO
+
+MSE = losses.mse  # mean over outputs of (o - t)^2, targets +-1
+
+
+def _dense(p, x, squared):
+    del squared
+    return x @ p["w"] + p["b"]
+
+
+def test_sdlm_with_no_curvature_and_mu_1_is_plain_sgd():
+    params = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array(0.3)}
+    grads = {"w": jnp.array([0.1, 0.2, -0.3]), "b": jnp.array(-0.5)}
+    sgd, tx = optax.sgd(0.03), sdlm.sdlm(0.03, mu=1.0)
+    a, _ = sgd.update(grads, sgd.init(params), params)
+    b, _ = tx.update(grads, tx.init(params), params)  # h = 0 until set
+    jax.tree.map(np.testing.assert_allclose, a, b)
+
+
+def test_sdlm_step_is_lr_over_mu_plus_h():
+    params = {"w": jnp.array([1.0, -2.0])}
+    tx = sdlm.sdlm(0.1, mu=0.02)
+    state = sdlm.with_hessian(tx.init(params), {"w": jnp.array([0.08, 0.48])})
+    updates, _ = tx.update({"w": jnp.array([1.0, 1.0])}, state, params)
+    np.testing.assert_allclose(updates["w"], [-0.1 / 0.1, -0.1 / 0.5], rtol=1e-6)
+    assert sdlm.uses_hessian(state) and not sdlm.uses_hessian(optax.sgd(0.1).init(params))
+
+
+def test_exact_ggn_is_the_diagonal_of_jt_h_j():
+    # one tanh layer, 4 inputs -> 10 outputs, and a linear one with cross-entropy: against jacfwd/hessian directly
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {"w": jax.random.normal(k[0], (4, 10)) * 0.5, "b": jax.random.normal(k[1], (10,)) * 0.1}
+    x = jax.random.normal(k[2], (3, 4))
+    y = jnp.array([1, 7, 3])
+    for act, loss in ((jnp.tanh, MSE), (lambda a: a, losses.cross_entropy)):
+        apply = lambda p, x: act(x @ p["w"] + p["b"])
+        got = sdlm.exact_ggn(apply, loss, params, x, y)
+        flat, unravel = jax.flatten_util.ravel_pytree(params)
+        diags = []
+        for i in range(3):
+            f = lambda v: apply(unravel(v), x[i : i + 1])[0]
+            jac = jax.jacfwd(f)(flat)  # (10, P)
+            h = jax.hessian(lambda o: loss(o[None], y[i : i + 1])[0])(f(flat))  # (10, 10)
+            diags.append(jnp.diag(jac.T @ h @ jac))
+        want = unravel(jnp.mean(jnp.stack(diags), axis=0))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), got, want)
+
+
+def test_becker_lecun_by_hand_on_two_layers():
+    # 2 inputs -> 2 tanh units -> 2 tanh outputs, MSE over 2 outputs: d2E/do^2 = 2/2 = 1.
+    x = np.array([0.5, -1.0])
+    w1, b1 = np.array([[0.8, -0.4], [0.3, 0.9]]), np.array([0.1, -0.2])
+    w2, b2 = np.array([[-1.2, 0.7], [0.5, 0.6]]), np.array([0.3, 0.0])
+    a1 = x @ w1 + b1
+    h = np.tanh(a1)
+    a2 = h @ w2 + b2
+    o = np.tanh(a2)
+    d2_o = np.array([1.0, 1.0])
+    d2_a2 = (1 - o**2) ** 2 * d2_o
+    want_w2, want_b2 = np.outer(h**2, d2_a2), d2_a2
+    d2_h = (w2**2) @ d2_a2  # drop off-diagonal terms
+    d2_a1 = (1 - h**2) ** 2 * d2_h
+    want_w1, want_b1 = np.outer(x**2, d2_a1), d2_a1
+    layers = [sdlm.Layer("l1", lambda p, x, s: _dense(p, x, s), jnp.tanh), sdlm.Layer("l2", lambda p, x, s: _dense(p, x, s), jnp.tanh)]
+    params = {"l1": {"w": jnp.asarray(w1), "b": jnp.asarray(b1)}, "l2": {"w": jnp.asarray(w2), "b": jnp.asarray(b2)}}
+    got = sdlm.becker_lecun(layers, MSE, params, jnp.asarray(x)[None], jnp.array([0]))
+    np.testing.assert_allclose(got["l2"]["w"], want_w2, rtol=1e-5)
+    np.testing.assert_allclose(got["l2"]["b"], want_b2, rtol=1e-5)
+    np.testing.assert_allclose(got["l1"]["w"], want_w1, rtol=1e-5)
+    np.testing.assert_allclose(got["l1"]["b"], want_b1, rtol=1e-5)
+    # with two layers and a diagonal loss Hessian no cross term exists yet: the exact diagonal agrees
+    apply = lambda p, x: jnp.tanh(jnp.tanh(x @ p["l1"]["w"] + p["l1"]["b"]) @ p["l2"]["w"] + p["l2"]["b"])
+    exact = sdlm.exact_ggn(apply, MSE, params, jnp.asarray(x)[None], jnp.array([0]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), exact, got)
+
+
+def test_a_shared_weight_sums_its_connections():
+    # one weight w used twice: a_1 = w x_1, a_2 = w x_2 (a 1-D "convolution"); linear outputs, MSE over 2
+    layer = sdlm.Layer("c", lambda p, x, s: x * p["w"], lambda a: a)
+    x = jnp.array([[0.5, -2.0]])
+    got = sdlm.becker_lecun([layer], MSE, {"c": {"w": jnp.array(0.7)}}, x, jnp.array([0]))
+    assert float(got["c"]["w"]) == pytest.approx(0.5**2 * 1.0 + 2.0**2 * 1.0)  # x_j^2 * d2E/da^2, summed
+
+
+def test_net1989_estimators_agree_where_they_must(mnist1989):
+    model = M.Net1989()
+    params = M.init(model, jax.random.PRNGKey(0))
+    x, y = mnist1989.train.images[:8], mnist1989.train.labels[:8]
+    layers = sdlm.net1989_layers(model)
+    out = x
+    for layer in layers:  # the layer-by-layer forward is the model's
+        out = layer.activation(layer.linear(params[layer.name], out, False))
+    np.testing.assert_allclose(out, model.apply({"params": params}, x), atol=1e-5)
+    bl = sdlm.estimator("becker_lecun", model, MSE)(params, x, y)
+    ggn = sdlm.estimator("exact_ggn", model, MSE)(params, x, y)
+    # MSE's Hessian is diagonal, so for the output layer the two are the same number
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9), bl["out"], ggn["out"])
+    for layer in ("h1", "h2", "h3"):
+        assert all(float(jnp.min(v)) >= 0 for v in jax.tree.leaves(bl[layer]))  # positive, as the paper needs
+        assert jax.tree.map(jnp.shape, bl[layer]) == jax.tree.map(jnp.shape, params[layer])
+    # deeper down, Becker-LeCun drops the cross terms between units that the exact diagonal keeps
+    assert not np.allclose(bl["h1"]["kernel"], ggn["h1"]["kernel"], rtol=1e-2)
+
+
+def test_training_re_estimates_before_each_pass(mnist1989):
+    c = config_lib.load_file(REPO / "configs" / "lecun1989.py", "usps_sdlm")
+    c.optimizer.sdlm_samples = 50
+    n = 200
+    model, tx = train.make_model(c), train.make_optimizer(c, n)
+    state = train.init_states(c, model, tx)
+    assert float(jnp.max(state["opt_state"][0].h["h3"]["kernel"])) == 0.0
+    train_pass = jax.jit(train.make_train_pass(
+        model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False,
+        curvature=sdlm.estimator("becker_lecun", model, losses.mse), curvature_samples=50,
+    ))
+    after = train_pass(state, mnist1989.train.images[:n], mnist1989.train.labels[:n])
+    h = after["opt_state"][0].h
+    assert float(jnp.min(h["h3"]["kernel"])) >= 0 and float(jnp.max(h["h3"]["kernel"])) > 0
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(after["params"]))
