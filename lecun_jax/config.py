@@ -50,7 +50,7 @@ def base() -> ml_collections.ConfigDict:
     c.loss = "mse"  # mse (mean over outputs, +-1 targets) | cross_entropy (softmax of the outputs)
 
     c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"  # sgd | adamw
+    c.optimizer.name = "sgd"  # sgd | adamw | sdlm (the paper's diagonal Levenberg-Marquardt)
     c.optimizer.learning_rate = 0.03
     c.optimizer.schedule = "constant"  # constant | linear (learning_rate -> final_learning_rate, set each pass)
     c.optimizer.final_learning_rate = config_dict.placeholder(float)  # the last pass's rate under schedule=linear

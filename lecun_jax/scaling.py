@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -99,6 +100,8 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
         ax.errorbar(x, [r["test_error_mean"] for r in rs], yerr=[r["test_error_std"] for r in rs], marker="o",
                     capsize=3, label=f"width {w:g} ({rs[0]['params']:,} params)")
     _log_axes(ax, "training digits", f"data scaling per model size ({dataset})")
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     written.append(_save(fig, workdir / "scaling_size.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -121,6 +124,9 @@ def _log_axes(ax, xlabel: str, title: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test error %")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 6 rather than 2x10^0
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)

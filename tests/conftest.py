@@ -3,7 +3,9 @@ it); tests that need it are skipped, with the reason, where it does not."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,8 +14,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LECUN_JAX_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-# Prepared TFDS datasets go to a private directory, never the user's ~/tensorflow_datasets.
-os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="lecun_jax_tfds_"))
+# Prepared TFDS datasets go to a private directory, never the user's ~/tensorflow_datasets,
+# removed when the session ends (unless TFDS_DATA_DIR was given).
+if "TFDS_DATA_DIR" not in os.environ:
+    os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="lecun_jax_tfds_")
+    atexit.register(shutil.rmtree, os.environ["TFDS_DATA_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, reporting, sweep
+from lecun_jax import experiment, reporting, sweep, train
 from lecun_jax import model as M
 from conftest import REPO
 
@@ -84,3 +84,26 @@ def test_scaling_sweep_writes_csv_and_plots(tmp_path):
     assert float(rows[3]["training_macs_per_network"]) == 3 * 63_660 * 2 * 200
     for name in ("scaling_heatmap.png", "scaling_size.png", "scaling_compute.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scaling_config_is_the_issue_grid():
+    relu_dropout = config_lib.load_file(REPO / "configs" / "ablations.py", "relu_dropout")
+    for arg, sizes in (("mnist", [500, 1000, 2000, 4000, 7291, 10000]), ("usps", [500, 1000, 2000, 4000, 7291])):
+        c = config_lib.load_file(REPO / "configs" / "scaling.py", arg)
+        assert c.data.name == arg and c.num_seeds >= 3 and c.data.train_subset == "prefix"
+        grid = dict(part.split("=") for part in c.sweep.grid.split(";"))
+        assert [int(n) for n in grid["data.train_size"].split(",")] == sizes
+        assert [float(w) for w in grid["model.width"].split(",")] == [0.5, 1, 2, 4]
+        for field in ("loss", "model.activation", "model.dropout", "optimizer.name", "optimizer.learning_rate",
+                      "augment.name", "augment.max_shift", "train.passes", "train.batch_size"):
+            assert config_lib.get_path(c, field) == config_lib.get_path(relu_dropout, field), field
+
+
+def test_speedrun_is_the_1989_network_on_mnist1989_over_5_seeds():
+    c = config_lib.load_file(REPO / "configs" / "speedrun.py")
+    assert (c.data.name, c.model.width, c.num_seeds, c.data.train_size) == ("mnist1989", 1.0, 5, None)
+    assert M.count_params(M.abstract_params(train.make_model(c)))["total"] == 9760
+    assert (c.train.batch_size, c.optimizer.name, c.optimizer.learning_rate, c.train.passes) == (4, "adamw", 2e-3, 80)
+    assert c.train.eval_every == c.train.passes  # only the final pass is evaluated
+    with pytest.raises(ValueError, match="mnist1989 only"):
+        config_lib.load_file(REPO / "configs" / "speedrun.py", "usps")
