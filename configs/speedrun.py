@@ -16,9 +16,10 @@ wraparound) with two changes that buy accuracy per second on a CPU:
 Searched (5 seeds from 1337, final test error, mean +- std; all 80 passes
 unless noted): batch 8 1e-3 60p 1.97 +- 0.15; batch 16 2e-3 60p 1.76; batch 16
 3e-3 1.69; batch 8 2e-3 1.61; batch 4 1e-3 1.58 +- 0.08; batch 4 2e-3 1.44 +-
-0.14 (this); batch 4 2e-3 60p 1.69 +- 0.07; `fill` shifts of 2 pixels worse
-(2.92). The search read the test split, so benchmarks/speedrun.py confirms the
-chosen recipe on 5 fresh seeds.
+0.14 (this); batch 4 2e-3 60p 1.69 +- 0.07, 70p 1.52 +- 0.12 but 1.68 +- 0.12
+on 5 fresh seeds (from 2026), so not reliably under; `fill` shifts of 2 pixels
+worse (2.92). The search read the test split, so benchmarks/speedrun.py
+confirms the chosen recipe on 5 fresh seeds (from 2026: 1.48 +- 0.19).
 Only the final pass is evaluated (train.eval_every = passes).
 """
 
