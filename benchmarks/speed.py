@@ -7,8 +7,9 @@
 Sections (medians of --repeats timings; compile reported apart):
   step    the 1989 recipe (batch 1, SGD): one compiled pass (lax.scan over 7,291
           steps), time per SGD step
-  pyloop  the same steps as a Python loop over a jitted single-step function
-          (how the public JAX port trains), time per step; ratio to `step`
+  pyloop  the same recipe as a Python loop over a jitted single-step function,
+          time per step and ratio to `step`: our step (the dispatch floor), and
+          the public Flax port's loop re-created (see bench_pyloop)
   run     the whole default run as a user runs it (python launch.py, 23 passes):
           process wall time, compile time, peak resident memory
   seeds   1, 8 and 32 replicas (vmapped, sharded over the local devices): wall
@@ -92,23 +93,64 @@ def bench_step() -> dict:
     return out
 
 
-def bench_pyloop() -> dict:
-    """Python loops over a jitted single SGD step, as the public JAX port trains.
+class _PortNet:
+    """The 1989 network built the way the public Flax port builds it (re-created here, not
+    copied): ``jnp.pad`` with -1 before each convolution, H1 one ``nn.Conv`` without bias,
+    H2 three ``nn.Conv`` of 4 maps on channel slices 0-7, 4-11 and 0-3 + 8-11,
+    concatenated, biases as separate parameters added after each layer."""
 
-    ``same_step``: our step (same formulation), indexed ``x[i:i+1]``.
-    ``port_style``: the port's pattern: a Flax ``TrainState`` and
-    ``apply_gradients``, ``jnp.expand_dims(X[i], 0)`` per step, and the model's
-    convolutions as ``lax.conv`` (``conv='lax'``).
+    @staticmethod
+    def module():
+        import flax.linen as nn
+
+        from lecun_jax import model as model_lib
+
+        class PortNet(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                uniform = lambda fan_in: model_lib.uniform_fan_in(fan_in)
+                b1 = self.param("b1", nn.initializers.zeros, (8, 8, 12))
+                b2 = self.param("b2", nn.initializers.zeros, (4, 4, 12))
+                b3 = self.param("b3", nn.initializers.zeros, (30,))
+                b4 = self.param("b4", nn.initializers.constant(-1.0), (10,))
+                pad = lambda v: jnp.pad(v, [(0, 0), (2, 2), (2, 2), (0, 0)], constant_values=-1.0)
+                conv = lambda n, fan_in: nn.Conv(n, (5, 5), strides=2, padding="VALID", use_bias=False,
+                                                 kernel_init=uniform(fan_in))
+                h = jnp.tanh(conv(12, 25)(pad(x)) + b1)
+                h = pad(h)
+                parts = (h[..., 0:8], h[..., 4:12], jnp.concatenate([h[..., 0:4], h[..., 8:12]], axis=-1))
+                h = jnp.tanh(jnp.concatenate([conv(4, 200)(p) for p in parts], axis=-1) + b2)
+                h = h.reshape(h.shape[0], -1)
+                h = jnp.tanh(nn.Dense(30, use_bias=False, kernel_init=uniform(192))(h) + b3)
+                return jnp.tanh(nn.Dense(10, use_bias=False, kernel_init=uniform(30))(h) + b4)
+
+        return PortNet()
+
+
+def bench_pyloop() -> dict:
+    """Python loops over a jitted single SGD step, the way the public JAX ports train.
+
+    ``same_step``: our own step (same formulation as the compiled pass), a
+    device-side slice ``x[i:i+1]`` per step: the floor of any per-step loop
+    (one dispatch of a jitted call per step).
+    ``port_style``: a Flax ``TrainState`` and ``apply_gradients``,
+    ``jnp.expand_dims(X[i], 0)`` per step, our model with ``lax.conv``.
+    ``port``: the public Flax port's loop re-created: its module structure
+    (:class:`_PortNet`), ``value_and_grad`` with the error as aux, one-hot
+    +-1 targets, ``TrainState.apply_gradients``, and each digit fetched with
+    ``np.expand_dims(X[i], 0)`` from the device-resident training set (a
+    device-to-host copy per step, then back into the jitted call).
     """
     from flax.training import train_state as ts
 
     ds = mnist1989()
     x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
+    y_pm1 = jax.device_put(2.0 * np.eye(10, dtype=np.float32)[ds.train.labels] - 1.0)
     n = FLAGS.pyloop_steps
     out = {"steps": n}
-    for name, conv in (("same_step", "auto"), ("port_style", "lax")):
+    for name in ("same_step", "port_style", "port"):
         c = config_lib.base()
-        c.model.conv = conv
+        c.model.conv = "lax" if name == "port_style" else "auto"
         model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
         params = train.init_states(c, model, tx)["params"]
         if name == "same_step":
@@ -122,7 +164,7 @@ def bench_pyloop() -> dict:
 
             carry0 = (params, tx.init(params))
             fetch = lambda i: (x[i : i + 1], y[i : i + 1])
-        else:
+        elif name == "port_style":
 
             @jax.jit
             def step(state, xi, yi):
@@ -131,6 +173,22 @@ def bench_pyloop() -> dict:
 
             carry0 = ts.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
             fetch = lambda i: (jnp.expand_dims(x[i], 0), jnp.expand_dims(y[i], 0))
+        else:
+            net = _PortNet.module()
+            with jax.threefry_partitionable(False):
+                port_params = net.init(jax.random.PRNGKey(c.seed), jnp.zeros((1, 16, 16, 1)))["params"]
+
+            @jax.jit
+            def step(state, xi, yi):
+                def loss_fn(p):
+                    out = net.apply({"params": p}, xi)
+                    return jnp.mean((out - yi) ** 2), jnp.mean(jnp.argmax(yi, -1) != jnp.argmax(out, -1))
+
+                (_, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+                return state.apply_gradients(grads=grads)
+
+            carry0 = ts.TrainState.create(apply_fn=net.apply, params=port_params, tx=tx)
+            fetch = lambda i: (np.expand_dims(x[i], 0), np.expand_dims(y_pm1[i], 0))
 
         jax.block_until_ready(step(carry0, *fetch(0)))  # compile
 
@@ -252,7 +310,7 @@ def main(argv):
         results[name] = SECTIONS[name]()
     ratios = {}
     if results.get("step") and results.get("pyloop"):
-        for name in ("same_step", "port_style"):
+        for name in ("same_step", "port_style", "port"):
             ratios[f"pyloop_{name}_over_step"] = results["pyloop"][name]["us_per_step"] / results["step"]["us_per_step"]
     if results.get("step") and results.get("torch"):
         ratios["torch_over_step"] = results["torch"]["us_per_step"] / results["step"]["us_per_step"]
