@@ -6,9 +6,10 @@
 
 Sections (medians of --repeats timings; compile reported apart):
   step    the 1989 recipe (batch 1, SGD): one compiled pass (lax.scan over 7,291
-          steps), time per SGD step
+          steps), time per SGD step: the pass launch.py runs (lecun_jax.fused)
+          and, interleaved with it, the general Flax + Optax pass
   pyloop  the same recipe as a Python loop over a jitted single-step function,
-          time per step and ratio to `step`: our step (the dispatch floor), and
+          time per step and ratio to `step`: our steps (the dispatch floor), and
           the public Flax port's loop re-created (see bench_pyloop)
   run     the whole default run as a user runs it (python launch.py, 23 passes):
           process wall time, compile time, peak resident memory
@@ -39,7 +40,7 @@ import numpy as np
 from absl import app, flags
 
 from lecun_jax import config as config_lib  # noqa: E402
-from lecun_jax import data, losses, train  # noqa: E402
+from lecun_jax import data, fused, losses, train  # noqa: E402
 
 flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "batch", "torch"], "Sections to run.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per figure (the median is reported).")
@@ -74,22 +75,36 @@ def mnist1989():
 
 
 def bench_step() -> dict:
-    """The compiled pass of the 1989 recipe, per SGD step."""
+    """The compiled pass of the 1989 recipe, per SGD step: the pass ``launch.py`` runs
+    (the hand-derived step of ``lecun_jax.fused``) and the general Flax + Optax pass."""
     c = config_lib.base()
     ds = mnist1989()
     n = len(ds.train)
     model, tx = train.make_model(c), train.make_optimizer(c, n)
     state = train.init_states(c, model, tx)
     x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
-    train_pass = jax.jit(train.make_train_pass(model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False))
-    t = time.perf_counter()
-    compiled = train_pass.lower(state, x, y).compile()
-    compile_s = time.perf_counter() - t
-    jax.block_until_ready(compiled(state, x, y))
-    med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)
-    out = {"us_per_step": 1e6 * med / n, "pass_s": times, "compile_s": compile_s, "steps": n}
-    print(f"[step]   compiled pass, 1989 recipe: {out['us_per_step']:.1f} µs/step (median of {FLAGS.repeats} passes), "
-          f"compile {compile_s:.2f} s")
+    passes = {
+        "fused": fused.make_train_pass(model, loss=c.loss, learning_rate=c.optimizer.learning_rate, num_train=n),
+        "general": train.make_train_pass(model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False),
+    }
+    compiled, compile_s = {}, {}
+    for name, train_pass in passes.items():
+        t = time.perf_counter()
+        compiled[name] = jax.jit(train_pass).lower(state, x, y).compile()
+        compile_s[name] = time.perf_counter() - t
+        jax.block_until_ready(compiled[name](state, x, y))
+    times = {name: [] for name in passes}
+    for _ in range(FLAGS.repeats):  # interleaved, so that both see the same machine
+        for name, fn in compiled.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(state, x, y))
+            times[name].append(time.perf_counter() - t)
+    us = {name: 1e6 * float(np.median(v)) / n for name, v in times.items()}
+    out = {"us_per_step": us["fused"], "pass_s": times["fused"], "compile_s": compile_s["fused"], "steps": n,
+           "general": {"us_per_step": us["general"], "pass_s": times["general"], "compile_s": compile_s["general"]}}
+    print(f"[step]   compiled pass, 1989 recipe: {us['fused']:.1f} µs/step (median of {FLAGS.repeats} passes), "
+          f"compile {compile_s['fused']:.2f} s; the general Flax + Optax pass {us['general']:.1f} µs/step "
+          f"({us['general'] / us['fused']:.2f}x)")
     return out
 
 
@@ -130,9 +145,10 @@ class _PortNet:
 def bench_pyloop() -> dict:
     """Python loops over a jitted single SGD step, the way the public JAX ports train.
 
-    ``same_step``: our own step (same formulation as the compiled pass), a
-    device-side slice ``x[i:i+1]`` per step: the floor of any per-step loop
-    (one dispatch of a jitted call per step).
+    ``fused_step``: the compiled pass's own step (``fused.make_step``), a
+    device-side slice ``x[i]`` per step: the floor of any per-step loop (one
+    dispatch of a jitted call per step).
+    ``same_step``: the general Flax + Optax step, ``x[i:i+1]`` per step.
     ``port_style``: a Flax ``TrainState`` and ``apply_gradients``,
     ``jnp.expand_dims(X[i], 0)`` per step, our model with ``lax.conv``.
     ``port``: the public Flax port's loop re-created: its module structure
@@ -148,12 +164,17 @@ def bench_pyloop() -> dict:
     y_pm1 = jax.device_put(2.0 * np.eye(10, dtype=np.float32)[ds.train.labels] - 1.0)
     n = FLAGS.pyloop_steps
     out = {"steps": n}
-    for name in ("same_step", "port_style", "port"):
+    for name in PYLOOPS:
         c = config_lib.base()
         c.model.conv = "lax" if name == "port_style" else "auto"
         model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
         params = train.init_states(c, model, tx)["params"]
-        if name == "same_step":
+        if name == "fused_step":
+            fused_step, to_fast, _ = fused.make_step(model, loss=c.loss, learning_rate=c.optimizer.learning_rate)
+            step = jax.jit(fused_step)
+            carry0 = jax.jit(to_fast)(params)
+            fetch = lambda i: (x[i], y[i])
+        elif name == "same_step":
 
             @jax.jit
             def step(carry, xi, yi):
@@ -295,6 +316,7 @@ def bench_torch() -> dict | None:
     return r
 
 
+PYLOOPS = ("fused_step", "same_step", "port_style", "port")
 SECTIONS = {"step": bench_step, "pyloop": bench_pyloop, "run": bench_run, "seeds": bench_seeds,
             "batch": bench_batch, "torch": bench_torch}
 
@@ -310,8 +332,10 @@ def main(argv):
         results[name] = SECTIONS[name]()
     ratios = {}
     if results.get("step") and results.get("pyloop"):
-        for name in ("same_step", "port_style", "port"):
+        for name in PYLOOPS:
             ratios[f"pyloop_{name}_over_step"] = results["pyloop"][name]["us_per_step"] / results["step"]["us_per_step"]
+    if results.get("step"):
+        ratios["general_step_over_step"] = results["step"]["general"]["us_per_step"] / results["step"]["us_per_step"]
     if results.get("step") and results.get("torch"):
         ratios["torch_over_step"] = results["torch"]["us_per_step"] / results["step"]["us_per_step"]
     for k, v in ratios.items():

@@ -165,16 +165,22 @@ def make_train_pass(
     return train_pass
 
 
+def replicas_in_one_evaluation(model: model_lib.Net1989) -> bool:
+    """Whether :func:`make_predict` takes parameters with a leading replica axis (the Toeplitz evaluation)."""
+    return model.width <= 1 and model.conv != "lax"
+
+
 def make_predict(model: model_lib.Net1989, num_examples: int, chunk: int = EVAL_CHUNK):
     """``predict(params, images) -> outputs (N, 10)``, evaluation mode, in chunks of ``chunk``.
 
     Networks up to the 1989 width (unless ``conv='lax'``) run
     :func:`lecun_jax.fused.make_apply_dense`, the same function as the Flax
-    module, about twice as fast on a CPU."""
+    module, about twice as fast on a CPU; it also takes R replicas' parameters
+    (a leading axis) and gives outputs (R, N, 10)."""
     chunks = math.ceil(num_examples / chunk)
     padding = chunks * chunk - num_examples
 
-    dense = model.width <= 1 and model.conv != "lax"
+    dense = replicas_in_one_evaluation(model)
     matrices, apply_dense = fused_lib.make_apply_dense(model) if dense else (None, None)
 
     def predict(params, images):
@@ -186,7 +192,9 @@ def make_predict(model: model_lib.Net1989, num_examples: int, chunk: int = EVAL_
         if chunks == 1:
             return apply(images)
         padded = jnp.pad(images, [(0, padding)] + [(0, 0)] * (images.ndim - 1))
-        outputs = lax.map(apply, padded.reshape(chunks, chunk, *images.shape[1:]))
+        outputs = lax.map(apply, padded.reshape(chunks, chunk, *images.shape[1:]))  # (chunks, [R,] chunk, 10)
+        if outputs.ndim == 4:
+            return outputs.transpose(1, 0, 2, 3).reshape(outputs.shape[1], chunks * chunk, -1)[:, :num_examples]
         return outputs.reshape(chunks * chunk, -1)[:num_examples]
 
     return predict
@@ -197,9 +205,10 @@ def make_evaluate(model: model_lib.Net1989, loss_fn: Callable, num_examples: int
     predict = make_predict(model, num_examples, chunk)
 
     def evaluate(params, images, labels):
-        outputs = predict(params, images)
-        misses = jnp.sum(jnp.argmax(outputs, axis=-1) != labels, dtype=jnp.int32)
-        return {"loss": jnp.mean(loss_fn(outputs, labels)), "misses": misses}
+        outputs = predict(params, images)  # (N, 10), or (R, N, 10) for R replicas
+        labels = jnp.broadcast_to(labels, outputs.shape[:-1])
+        misses = jnp.sum(jnp.argmax(outputs, axis=-1) != labels, axis=-1, dtype=jnp.int32)
+        return {"loss": jnp.mean(loss_fn(outputs, labels), axis=-1), "misses": misses}
 
     return evaluate
 
@@ -240,9 +249,8 @@ def make_epoch(
     ``unroll`` (steps per scan iteration), ``vmap_replicas`` (None: vmap
     the replicas' training at batch size 1, map over them otherwise) and
     ``fused`` (None: the hand-derived step of :mod:`lecun_jax.fused` where
-    the recipe allows it, plain SGD at batch size 1, and a device trains two
-    replicas or more; False: always the general Flax + Optax step) only
-    change speed.
+    the recipe allows it, plain SGD at batch size 1; False: always the
+    general Flax + Optax step) only change speed.
     """
     model = make_model(config)
     tx = make_optimizer(config, num_train)
@@ -255,9 +263,8 @@ def make_epoch(
         curvature=sdlm_lib.estimator(o.sdlm_estimator, model, loss_fn) if o.name == "sdlm" else None,
         curvature_samples=min(o.sdlm_samples, num_train),
     )
-    if fused is None:  # worth it from two replicas per device; one network runs the general step faster
-        per_device = config.num_seeds if mesh is None else math.ceil(config.num_seeds / mesh.size)
-        fused = per_device >= 2 and fused_lib.unsupported(config) is None
+    if fused is None:
+        fused = fused_lib.unsupported(config) is None
     use_fused = fused
     if use_fused:
         why = fused_lib.unsupported(config)
@@ -269,27 +276,32 @@ def make_epoch(
     evaluators = {"train": make_evaluate(model, loss_fn, num_train), "test": make_evaluate(model, loss_fn, num_test)}
     vmap_replicas = config.train.batch_size == 1 if vmap_replicas is None else vmap_replicas
 
-    def evaluate(params, data):
+    def evaluate(params, data, replicas=False):
         metrics = {}
         if evaluate_splits:
             metrics = {s: evaluators[s](params, data[f"{s}_images"], data[f"{s}_labels"]) for s in SPLITS}
-        metrics["finite"] = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        axes = lambda p: tuple(range(1 if replicas else 0, p.ndim))
+        metrics["finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p), axis=axes(p)) for p in jax.tree.leaves(params)]), axis=0)
         return metrics
 
     def epoch(state: State, data: dict) -> tuple[State, dict]:
         if config.num_seeds == 1:
             state = train_pass(state, data["train_images"], data["train_labels"])
             return state, evaluate(state["params"], data)
-        # One digit per step: training vmapped over the replicas (a little
-        # faster than one after the other). Larger batches, and evaluation:
-        # one replica after the other, each a batched computation, where a
-        # vmapped convolution would become a slow grouped one.
+        # One digit per step: the fused step, or training vmapped over the
+        # replicas (a little faster than one after the other). Larger
+        # batches: one replica after the other, each a batched computation,
+        # where a vmapped convolution would become a slow grouped one.
+        # Evaluation: the Toeplitz products of all replicas at once, or one
+        # replica after the other.
         if use_fused:  # one program for all the replicas of this device
             state = train_pass(state, data["train_images"], data["train_labels"])
         elif vmap_replicas:
             state = jax.vmap(train_pass, in_axes=(0, None, None))(state, data["train_images"], data["train_labels"])
         else:
             state = lax.map(lambda s: train_pass(s, data["train_images"], data["train_labels"]), state)
+        if replicas_in_one_evaluation(model):  # the replicas' evaluation is one batched computation
+            return state, evaluate(state["params"], data, replicas=True)
         return state, lax.map(lambda p: evaluate(p, data), state["params"])
 
     if mesh is None:

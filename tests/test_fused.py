@@ -1,4 +1,4 @@
-"""The hand-derived multi-replica SGD step and the Toeplitz evaluation against the general formulations."""
+"""The hand-derived SGD steps (one network, replicas) and the Toeplitz evaluation against the general formulations."""
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,30 @@ def test_im2col_matches_the_patch_gather_and_col2im_is_its_transpose():
     np.testing.assert_allclose(fused._col2im(g, 12, 8), vjp(g)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_single_step_tables_match_the_patch_gathers_and_the_inverse_is_the_transpose():
+    # H1: the (25, 64) table reads the same pixels as conv's (64, 25) patch table, -1 for the padding.
+    spec1 = conv_lib.ConvSpec(16, 1, 12, ((0,),))
+    patch1, _, _, _ = conv_lib._tables(spec1)
+    image = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (256,)))
+    expected1 = np.concatenate([image, [-1.0]])[patch1].T
+    np.testing.assert_array_equal(np.asarray(fused._gather(jnp.asarray(image), fused._h1_table(), -1.0)), expected1)
+    # H2: the (16, C * 25) table on maps laid out (C, 64) equals conv's patch gather on (y, x, c), K reordered.
+    spec2 = conv_lib.ConvSpec(8, 12, 12, model_lib.H2_INPUTS)
+    patch2, _, _, _ = conv_lib._tables(spec2)
+    table, inverse = fused._h2_tables(12)
+    h = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (12, 64)))
+    expected2 = np.concatenate([h.T.reshape(-1), [0.5]])[patch2].reshape(16, 25, 12).transpose(0, 2, 1).reshape(16, 300)
+    np.testing.assert_array_equal(np.asarray(fused._gather(jnp.asarray(h.reshape(-1)), table, 0.5)), expected2)
+    # Each H1 unit is copied into at most 3 x 3 windows (5 x 5 kernels, stride 2), and 16 * 300 places
+    # minus the padded ones are listed exactly once.
+    assert inverse.shape == (768, 9)
+    assert np.array_equal(np.sort(inverse[inverse >= 0]), np.flatnonzero(table.reshape(-1) >= 0))
+    # The gather-and-sum over the inverse is the gather's VJP.
+    g = jax.random.normal(jax.random.PRNGKey(4), (16, 300))
+    _, vjp = jax.vjp(lambda v: fused._gather(v, table, -1.0), jnp.asarray(h.reshape(-1)))
+    np.testing.assert_allclose(fused._scatter_sum(g, inverse), vjp(g)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_fused_pass_equals_hand_written_sgd(mnist1989):
     c = config_lib.base()
     model = train.make_model(c)
@@ -63,8 +87,11 @@ def test_fused_pass_equals_hand_written_sgd(mnist1989):
     ],
     ids=["1989", "relu_ce", "scaled_tanh_width0.5"],
 )
-@pytest.mark.parametrize("replicas", [1, 3])
-def test_fused_pass_equals_the_general_pass(mnist1989, fields, replicas):
+@pytest.mark.parametrize("replicas", [1, 3, "3 batched"])
+def test_fused_pass_equals_the_general_pass(mnist1989, fields, replicas, monkeypatch):
+    if replicas == "3 batched":  # the replica-batched step, used above SINGLE_STEPS_UP_TO replicas
+        monkeypatch.setattr(fused, "SINGLE_STEPS_UP_TO", 1)
+        replicas = 3
     fields = dict(fields)  # parametrize shares the dict between the replica cases
     loss = fields.pop("loss__", "mse")
     c = _config(**fields)
@@ -95,6 +122,39 @@ def test_fused_shuffled_pass_follows_the_general_order(mnist1989):
         state, images, labels
     )
     _allclose(got["params"], expected)
+
+
+def test_make_step_in_a_loop_equals_the_pass(mnist1989):
+    c = config_lib.base()
+    model = train.make_model(c)
+    state = train.init_states(c, model, train.make_optimizer(c, STEPS))
+    images, labels = mnist1989.train.images[:STEPS], mnist1989.train.labels[:STEPS]
+    step, to_fast, from_fast = fused.make_step(model, loss="mse", learning_rate=0.03)
+    f, step = to_fast(state["params"]), jax.jit(step)
+    for i in range(STEPS):
+        f = step(f, images[i], labels[i])
+    expected = jax.jit(fused.make_train_pass(model, loss="mse", learning_rate=0.03, num_train=STEPS))(state, images, labels)
+    _allclose(from_fast(f), expected["params"])
+
+
+@pytest.mark.parametrize("activation, output", [("tanh", "tanh"), ("relu", "linear")])
+def test_replicas_evaluated_together_equal_one_at_a_time(mnist1989, activation, output):
+    c = config_lib.base()
+    c.num_seeds, c.model.activation, c.model.output_activation = 3, activation, output
+    model = train.make_model(c)
+    params = train.init_states(c, model, train.make_optimizer(c, 100))["params"]
+    images, labels = mnist1989.test.images[:300], mnist1989.test.labels[:300]
+    assert train.replicas_in_one_evaluation(model)
+    evaluate = jax.jit(train.make_evaluate(model, losses.mse, 300, chunk=128))  # 3 chunks, the last one padded
+    together = evaluate(params, images, labels)
+    assert together["misses"].shape == (3,)
+    for r in range(3):
+        one = jax.tree.map(lambda a, r=r: a[r], params)
+        alone = evaluate(one, images, labels)
+        assert int(together["misses"][r]) == int(alone["misses"])
+        np.testing.assert_allclose(together["loss"][r], alone["loss"], rtol=1e-5)
+        outputs = model.apply({"params": one}, images)
+        assert int(alone["misses"]) == int(np.sum(np.argmax(outputs, -1) != labels))
 
 
 def test_epoch_with_fused_replicas_gives_the_general_metrics(mnist1989):
