@@ -13,8 +13,10 @@ Sections (medians of --repeats timings; compile reported apart):
           the public Flax port's loop re-created (see bench_pyloop)
   run     the whole default run as a user runs it (python launch.py, 23 passes):
           process wall time, compile time, peak resident memory
-  seeds   1, 8 and 32 replicas (vmapped, sharded over the local devices): wall
-          time per pass, evaluation of both splits included, and ratio to 1
+  seeds   1, 2, 8 and 32 replicas (sharded over the local devices): wall time
+          per pass, evaluation of both splits included, and, interleaved, of the
+          training alone; ratios to 1 replica (2 replicas run one per core: how
+          much two busy cores slow each other)
   batch   the modern recipe (relu_dropout) at batch 256 and 1024: images/s
   torch   the 1989 recipe as a per-step PyTorch loop, if torch is installed
 """
@@ -45,7 +47,7 @@ from lecun_jax import data, fused, losses, train  # noqa: E402
 flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "batch", "torch"], "Sections to run.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per figure (the median is reported).")
 flags.DEFINE_integer("pyloop_steps", 3000, "Steps of the Python-loop baseline.")
-flags.DEFINE_list("seed_counts", ["1", "8", "32"], "Replica counts of the seeds section.")
+flags.DEFINE_list("seed_counts", ["1", "2", "8", "32"], "Replica counts of the seeds section (2: one per core).")
 flags.DEFINE_list("batch_sizes", ["256", "1024"], "Batch sizes of the batch section.")
 flags.DEFINE_integer("torch_passes", 1, "Passes of the PyTorch reference loop (23: the whole run).")
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "results" / "speed.json"), "JSON output path.")
@@ -248,7 +250,8 @@ def bench_run() -> dict:
 
 
 def bench_seeds() -> dict:
-    """Wall time per pass (train + eval of both splits) for several replica counts."""
+    """Wall time per pass for several replica counts: the pass as launch.py runs it (training,
+    then evaluation of both splits) and, interleaved with it, the training alone."""
     ds = mnist1989()
     out = {"devices": jax.device_count()}
     for s in map(int, FLAGS.seed_counts):
@@ -257,26 +260,36 @@ def bench_seeds() -> dict:
         mesh, replicas = train.replica_layout(s)
         model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
         arrays = train.device_data(ds, mesh)
-        state = train.init_states(c, model, tx, replicas)
-        if mesh is not None:
-            state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
-        t = time.perf_counter()
-        epoch = train.make_epoch(c, len(ds.train), len(ds.test), mesh=mesh).lower(state, arrays).compile()
-        compile_s = time.perf_counter() - t
-        holder = {"state": state}
+        runs = {}
+        for kind, evaluate in (("pass", True), ("train", False)):
+            state = train.init_states(c, model, tx, replicas)
+            if mesh is not None:
+                state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
+            t = time.perf_counter()
+            epoch = train.make_epoch(c, len(ds.train), len(ds.test), mesh=mesh, evaluate_splits=evaluate).lower(state, arrays).compile()
+            runs[kind] = {"epoch": epoch, "state": state, "times": [], "compile_s": time.perf_counter() - t}
 
-        def one_pass():
-            holder["state"], m = epoch(holder["state"], arrays)
+        def one_pass(run):
+            run["state"], m = run["epoch"](run["state"], arrays)
             return m
 
-        one_pass()
-        med, times = median_time(one_pass, FLAGS.repeats)
-        out[str(s)] = {"pass_s": med, "times": times, "compile_s": compile_s, "devices_used": 1 if mesh is None else mesh.size,
-                       "replicas": replicas}
-        ratio = med / out["1"]["pass_s"] if "1" in out else float("nan")
-        out[str(s)]["ratio_to_1"] = ratio
-        print(f"[seeds]  {s:3d} replicas on {out[str(s)]['devices_used']} device(s): {med:.2f} s per pass "
-              f"(train + eval), {ratio:.2f}x one replica; compile {compile_s:.1f} s")
+        for run in runs.values():
+            jax.block_until_ready(one_pass(run))  # warm-up
+        for _ in range(FLAGS.repeats):
+            for run in runs.values():
+                t = time.perf_counter()
+                jax.block_until_ready(one_pass(run))
+                run["times"].append(time.perf_counter() - t)
+        row = {"devices_used": 1 if mesh is None else mesh.size, "replicas": replicas}
+        for kind, run in runs.items():
+            row[f"{kind}_s"] = float(np.median(run["times"]))
+            row[f"{kind}_times"] = run["times"]
+            row[f"{kind}_compile_s"] = run["compile_s"]
+            row[f"{kind}_ratio_to_1"] = row[f"{kind}_s"] / out["1"][f"{kind}_s"] if "1" in out else float("nan")
+        out[str(s)] = row
+        print(f"[seeds]  {s:3d} replicas on {row['devices_used']} device(s): {row['pass_s']:.3f} s per pass "
+              f"(train + eval of both splits), {row['pass_ratio_to_1']:.2f}x one replica; training alone "
+              f"{row['train_s']:.3f} s, {row['train_ratio_to_1']:.2f}x; compile {row['pass_compile_s']:.1f} s")
     return out
 
 

@@ -137,18 +137,19 @@ def test_make_step_in_a_loop_equals_the_pass(mnist1989):
     _allclose(from_fast(f), expected["params"])
 
 
-@pytest.mark.parametrize("activation, output", [("tanh", "tanh"), ("relu", "linear")])
-def test_replicas_evaluated_together_equal_one_at_a_time(mnist1989, activation, output):
+# 3 replicas: one group; 6: two groups of 3; 8: two groups of fused.EVAL_GROUP = 4 (a loop over groups)
+@pytest.mark.parametrize("activation, output, replicas", [("tanh", "tanh", 3), ("relu", "linear", 6), ("tanh", "tanh", 8)])
+def test_replicas_evaluated_together_equal_one_at_a_time(mnist1989, activation, output, replicas):
     c = config_lib.base()
-    c.num_seeds, c.model.activation, c.model.output_activation = 3, activation, output
+    c.num_seeds, c.model.activation, c.model.output_activation = replicas, activation, output
     model = train.make_model(c)
     params = train.init_states(c, model, train.make_optimizer(c, 100))["params"]
     images, labels = mnist1989.test.images[:300], mnist1989.test.labels[:300]
     assert train.replicas_in_one_evaluation(model)
     evaluate = jax.jit(train.make_evaluate(model, losses.mse, 300, chunk=128))  # 3 chunks, the last one padded
     together = evaluate(params, images, labels)
-    assert together["misses"].shape == (3,)
-    for r in range(3):
+    assert together["misses"].shape == (replicas,)
+    for r in range(replicas):
         one = jax.tree.map(lambda a, r=r: a[r], params)
         alone = evaluate(one, images, labels)
         assert int(together["misses"][r]) == int(alone["misses"])
@@ -194,7 +195,7 @@ def test_unsupported_recipes_say_why_and_fused_true_refuses_them(fields, why):
 
 
 @pytest.mark.parametrize("activation, output, pad", [("tanh", "tanh", -1.0), ("relu", "linear", 0.0)])
-def test_toeplitz_apply_equals_the_flax_module(mnist1989, activation, output, pad):
+def test_dense_apply_equals_the_flax_module(mnist1989, activation, output, pad):
     c = _config(model__activation=activation, model__output_activation=output, model__hidden_pad_value=pad)
     model = train.make_model(c)
     params = jax.tree.map(lambda w: w + 0.05, model_lib.init(model, jax.random.PRNGKey(3)))
@@ -203,16 +204,16 @@ def test_toeplitz_apply_equals_the_flax_module(mnist1989, activation, output, pa
     got = jax.jit(lambda p, x: apply(p, matrices(p), x))(params, images)
     expected = model.apply({"params": params}, images)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    # each kernel entry lands once per output position: in its input's row, or in the pad row
-    m1, m2 = matrices(params)
-    k1, k2 = np.asarray(params["h1"]["kernel"]), np.asarray(params["h2"]["kernel"])
-    np.testing.assert_allclose(float(jnp.sum(m1)), 64 * k1.sum(), rtol=1e-4)
+    # each H2 kernel entry lands once per output position: in its input's row, or in the pad row
+    m2 = matrices(params)
+    k2 = np.asarray(params["h2"]["kernel"])
     np.testing.assert_allclose(float(jnp.sum(m2)), 16 * k2.sum(), rtol=1e-4)
-    np.testing.assert_allclose(float(jnp.sum(m1[-1])), _on_padding(k1, 16), rtol=1e-4)
     np.testing.assert_allclose(float(jnp.sum(m2[-1])), _on_padding(k2, 8), rtol=1e-4)
     # and nowhere else: an input row holds one weight per (position, map) that sees it
-    in_bounds = sum(0 <= 2 * q + k - 2 < 16 for q in range(8) for k in range(5)) ** 2
-    assert int(jnp.sum(m1[:-1] != 0)) == in_bounds * 12
+    in_bounds = sum(0 <= 2 * q + k - 2 < 8 for q in range(4) for k in range(5)) ** 2
+    connections = model.block * sum(len(group) for group in model_lib.h2_inputs(model.block))  # 12 maps x 8 inputs
+    assert connections == 96
+    assert int(jnp.sum(m2[:-1] != 0)) == in_bounds * connections
 
 
 def _on_padding(kernel, size):
