@@ -15,8 +15,16 @@ Sections (medians of --repeats timings; compile reported apart):
           process wall time, compile time, peak resident memory
   seeds   1, 2, 8 and 32 replicas (sharded over the local devices): wall time
           per pass, evaluation of both splits included, and, interleaved, of the
-          training alone; ratios to 1 replica (2 replicas run one per core: how
-          much two busy cores slow each other)
+          training alone, with our step and with the general Flax + Optax step
+          vmapped over the replicas; ratios to 1 replica (2 replicas run one per
+          core: how much two busy cores slow each other)
+  replicas  what a replica costs on one core (a child process confined to one
+          core and one XLA device): training alone, µs per replica-step, for R
+          replicas trained together by each formulation: our single-network
+          step (R side by side), our replica-batched step, and the general step
+          vmapped; ratios to one network's single step. Where the cost per
+          replica does not fall as R grows, R seeds on a core cost R times one
+          seed. Beside it, the largest batched case unconfined (other cores idle).
   batch   the modern recipe (relu_dropout) at batch 256 and 1024: images/s
   torch   the 1989 recipe as a per-step PyTorch loop, if torch is installed
 """
@@ -44,10 +52,11 @@ from absl import app, flags
 from lecun_jax import config as config_lib  # noqa: E402
 from lecun_jax import data, fused, losses, train  # noqa: E402
 
-flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "batch", "torch"], "Sections to run.")
+flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "replicas", "batch", "torch"], "Sections to run.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per figure (the median is reported).")
 flags.DEFINE_integer("pyloop_steps", 3000, "Steps of the Python-loop baseline.")
 flags.DEFINE_list("seed_counts", ["1", "2", "8", "32"], "Replica counts of the seeds section (2: one per core).")
+flags.DEFINE_list("replica_counts", ["1", "4", "8", "16", "24"], "Replicas per core of the replicas section.")
 flags.DEFINE_list("batch_sizes", ["256", "1024"], "Batch sizes of the batch section.")
 flags.DEFINE_integer("torch_passes", 1, "Passes of the PyTorch reference loop (23: the whole run).")
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "results" / "speed.json"), "JSON output path.")
@@ -261,12 +270,13 @@ def bench_seeds() -> dict:
         model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
         arrays = train.device_data(ds, mesh)
         runs = {}
-        for kind, evaluate in (("pass", True), ("train", False)):
+        for kind, evaluate, use_fused in (("pass", True, None), ("train", False, None), ("general_train", False, False)):
             state = train.init_states(c, model, tx, replicas)
             if mesh is not None:
                 state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
             t = time.perf_counter()
-            epoch = train.make_epoch(c, len(ds.train), len(ds.test), mesh=mesh, evaluate_splits=evaluate).lower(state, arrays).compile()
+            epoch = train.make_epoch(c, len(ds.train), len(ds.test), mesh=mesh, evaluate_splits=evaluate, fused=use_fused)
+            epoch = epoch.lower(state, arrays).compile()
             runs[kind] = {"epoch": epoch, "state": state, "times": [], "compile_s": time.perf_counter() - t}
 
         def one_pass(run):
@@ -285,12 +295,87 @@ def bench_seeds() -> dict:
             row[f"{kind}_s"] = float(np.median(run["times"]))
             row[f"{kind}_times"] = run["times"]
             row[f"{kind}_compile_s"] = run["compile_s"]
-            row[f"{kind}_ratio_to_1"] = row[f"{kind}_s"] / out["1"][f"{kind}_s"] if "1" in out else float("nan")
+            one = row if s == 1 else out.get("1")
+            row[f"{kind}_ratio_to_1"] = row[f"{kind}_s"] / one[f"{kind}_s"] if one else float("nan")
         out[str(s)] = row
         print(f"[seeds]  {s:3d} replicas on {row['devices_used']} device(s): {row['pass_s']:.3f} s per pass "
               f"(train + eval of both splits), {row['pass_ratio_to_1']:.2f}x one replica; training alone "
-              f"{row['train_s']:.3f} s, {row['train_ratio_to_1']:.2f}x; compile {row['pass_compile_s']:.1f} s")
+              f"{row['train_s']:.3f} s, {row['train_ratio_to_1']:.2f}x; the general step vmapped, training alone "
+              f"{row['general_train_s']:.3f} s, {row['general_train_ratio_to_1']:.2f}x; compile {row['pass_compile_s']:.1f} s")
     return out
+
+
+def bench_replicas() -> dict:
+    """Per-replica cost of one SGD step on one core, for R replicas trained together: our
+    single-network step (R chains side by side in one scan), our replica-batched step, and
+    the general Flax + Optax step vmapped over the replicas. Interleaved repeats; ratios to
+    one network's single step.
+
+    Measured in a child process confined to one core and one XLA device before JAX starts
+    (as ``taskset -c 0``: XLA's thread pool then has one thread). Beside it, in this
+    process (one device per core, as launch.py runs), the largest batched case on one
+    device while the other cores idle."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    counts = list(map(int, FLAGS.replica_counts))
+    if len(cores) > 1:
+        with tempfile.TemporaryDirectory() as tmp:
+            out_json = Path(tmp, "replicas.json")
+            subprocess.run(
+                [sys.executable, __file__, "--sections=replicas", f"--repeats={FLAGS.repeats}",
+                 f"--replica_counts={','.join(map(str, counts))}", f"--out={out_json}"],
+                check=True, preexec_fn=lambda: os.sched_setaffinity(0, {cores[0]}),
+                env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+            )
+            out = json.loads(out_json.read_text())["replicas"]
+        unpinned = _replica_passes([("batched", counts[-1])])[("batched", counts[-1])]
+        base = out["rows"][0]["us_per_replica_step"]
+        out["unpinned"] = {"step": "batched", "replicas": counts[-1], "cores_allowed": len(cores), **unpinned,
+                           "ratio_to_single": unpinned["us_per_replica_step"] / base}
+        print(f"[replicas] batched  step, {counts[-1]:3d} replicas, one device, {len(cores)} cores allowed (the others "
+              f"idle): {unpinned['us_per_replica_step']:6.1f} µs per replica-step, "
+              f"{unpinned['us_per_replica_step'] / base:.2f}x one network's single step on one core")
+        return out
+    singles = sorted({1} | {r for r in counts if r <= fused.SINGLE_STEPS_UP_TO})  # 1: the baseline, one network
+    cases = [("single", r) for r in singles] + [("batched", r) for r in counts]
+    cases += [("general", r) for r in sorted({1, counts[-1]})]
+    rows = _replica_passes(cases)
+    base = rows[("single", 1)]["us_per_replica_step"]
+    out = {"cores": len(cores) or None, "baseline": "single step, one network", "rows": []}
+    for (kind, r), row in rows.items():
+        out["rows"].append({"step": kind, "replicas": r, **row, "ratio_to_single": row["us_per_replica_step"] / base})
+        print(f"[replicas] {kind:8s} step, {r:3d} replicas on one core: {row['us_per_replica_step']:6.1f} µs per "
+              f"replica-step, {row['us_per_replica_step'] / base:.2f}x one network's single step")
+    return out
+
+
+def _replica_passes(cases: list[tuple[str, int]]) -> dict:
+    """One training pass (7,291 steps) per case (step kind, replicas) on the first device,
+    interleaved repeats: µs per replica-step (median), pass times, compile time."""
+    c = config_lib.base()
+    ds = mnist1989()
+    n = len(ds.train)
+    model, tx = train.make_model(c), train.make_optimizer(c, n)
+    x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
+    general = jax.vmap(train.make_train_pass(model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False), in_axes=(0, None, None))
+    runs = {}
+    for kind, r in cases:
+        fn = general if kind == "general" else fused.make_train_pass(
+            model, loss=c.loss, learning_rate=c.optimizer.learning_rate, num_train=n, batched=kind == "batched")
+        c.num_seeds = r
+        state = train.init_states(c, model, tx, r)  # no replica axis at r = 1
+        if kind == "general" and r == 1:  # vmapped: a replica axis of 1
+            state = jax.tree.map(lambda a: a[None], state)
+        t = time.perf_counter()
+        compiled = jax.jit(fn).lower(state, x, y).compile()
+        runs[(kind, r)] = {"fn": compiled, "state": state, "times": [], "compile_s": time.perf_counter() - t}
+        jax.block_until_ready(compiled(state, x, y))  # warm-up
+    for _ in range(FLAGS.repeats):
+        for run in runs.values():
+            t = time.perf_counter()
+            jax.block_until_ready(run["fn"](run["state"], x, y))
+            run["times"].append(time.perf_counter() - t)
+    return {key: {"us_per_replica_step": 1e6 * float(np.median(run["times"])) / n / key[1], "pass_times": run["times"],
+                  "compile_s": run["compile_s"]} for key, run in runs.items()}
 
 
 def bench_batch() -> dict:
@@ -331,7 +416,7 @@ def bench_torch() -> dict | None:
 
 PYLOOPS = ("fused_step", "same_step", "port_style", "port")
 SECTIONS = {"step": bench_step, "pyloop": bench_pyloop, "run": bench_run, "seeds": bench_seeds,
-            "batch": bench_batch, "torch": bench_torch}
+            "replicas": bench_replicas, "batch": bench_batch, "torch": bench_torch}
 
 
 def main(argv):

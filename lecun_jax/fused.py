@@ -172,15 +172,20 @@ def _scatter_sum(g: jax.Array, inverse: np.ndarray) -> jax.Array:
     )
 
 
-def make_train_pass(model: model_lib.Net1989, *, loss: str, learning_rate: float, num_train: int, shuffle: bool = False):
+def make_train_pass(
+    model: model_lib.Net1989, *, loss: str, learning_rate: float, num_train: int, shuffle: bool = False,
+    batched: bool | None = None,
+):
     """``train_pass(state, images, labels) -> state``, as ``train.make_train_pass`` for plain SGD.
 
     ``state['params']`` has a leading replica axis (any number R of replicas,
     the replicas of one device under ``shard_map``) or none (one network).
     Up to ``SINGLE_STEPS_UP_TO`` replicas run :func:`_single_step` side by
-    side, plain matrix products; more, the replica-batched step (on a CPU the
-    two cost about the same per replica from ~8 replicas on; below, the
-    single steps are faster). The optimiser state of ``optax.sgd`` at
+    side, plain matrix products; more, the replica-batched step. ``batched``
+    True or False forces one or the other at any R. On one CPU core
+    (benchmarks/speed.py, ``replicas``) a replica costs 0.9-1.0x one
+    network's single step either way at 4 replicas, and 0.82-0.88x in the
+    batched step from 16 on. The optimiser state of ``optax.sgd`` at
     a constant rate is empty and is passed through. With ``shuffle`` (one
     replica only) each pass draws its order from
     ``fold_in(fold_in(rng, pass), 0)``, as the general pass does.
@@ -191,21 +196,22 @@ def make_train_pass(model: model_lib.Net1989, *, loss: str, learning_rate: float
 
     def train_pass(state, images, labels):
         params = state["params"]
-        batched = params["h1"]["kernel"].ndim == 5
-        r = params["h1"]["kernel"].shape[0] if batched else 1
+        stacked = params["h1"]["kernel"].ndim == 5
+        r = params["h1"]["kernel"].shape[0] if stacked else 1
         order = jnp.arange(num_train)
         if shuffle:
             order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state["rng"], state["pass"]), 0), num_train)
         flat = images.reshape(images.shape[0], -1)
-        if r <= SINGLE_STEPS_UP_TO:  # each replica its own chain of 2-D products, in one scan
-            ones = [jax.tree.map(lambda a, k=k: a[k], params) for k in range(r)] if batched else [params]
+        if (r <= SINGLE_STEPS_UP_TO) if batched is None else not batched:  # each replica its own chain of 2-D products, in one scan
+            ones = [jax.tree.map(lambda a, k=k: a[k], params) for k in range(r)] if stacked else [params]
             step = lambda fs, i: ([single_step(f, flat[i], labels[i])[0] for f in fs], None)
             fs, _ = lax.scan(step, [to_single(p) for p in ones], order)
             params = [from_single(f) for f in fs]
-            params = jax.tree.map(lambda *a: jnp.stack(a), *params) if batched else params[0]
+            params = jax.tree.map(lambda *a: jnp.stack(a), *params) if stacked else params[0]
         else:
-            f, _ = lax.scan(lambda f, i: replica_step(f, flat[i], labels[i]), to_replicas(params, r), order)
-            params = from_replicas(f, r)
+            p = params if stacked else jax.tree.map(lambda a: a[None], params)
+            f, _ = lax.scan(lambda f, i: replica_step(f, flat[i], labels[i]), to_replicas(p, r), order)
+            params = from_replicas(f, r) if stacked else jax.tree.map(lambda a: a[0], from_replicas(f, r))
         return {**state, "params": params, "pass": state["pass"] + 1}
 
     return train_pass

@@ -87,11 +87,12 @@ def test_fused_pass_equals_hand_written_sgd(mnist1989):
     ],
     ids=["1989", "relu_ce", "scaled_tanh_width0.5"],
 )
-@pytest.mark.parametrize("replicas", [1, 3, "3 batched"])
-def test_fused_pass_equals_the_general_pass(mnist1989, fields, replicas, monkeypatch):
-    if replicas == "3 batched":  # the replica-batched step, used above SINGLE_STEPS_UP_TO replicas
-        monkeypatch.setattr(fused, "SINGLE_STEPS_UP_TO", 1)
-        replicas = 3
+@pytest.mark.parametrize(
+    "replicas, batched",  # batched: the replica-batched step (by default above SINGLE_STEPS_UP_TO replicas)
+    [(1, None), (1, True), (3, None), (3, True)],
+    ids=["1", "1 batched", "3", "3 batched"],
+)
+def test_fused_pass_equals_the_general_pass(mnist1989, fields, replicas, batched):
     fields = dict(fields)  # parametrize shares the dict between the replica cases
     loss = fields.pop("loss__", "mse")
     c = _config(**fields)
@@ -104,7 +105,9 @@ def test_fused_pass_equals_the_general_pass(mnist1989, fields, replicas, monkeyp
     if replicas > 1:
         general = jax.vmap(general, in_axes=(0, None, None))
     expected = jax.jit(general)(state, images, labels)["params"]
-    got = jax.jit(fused.make_train_pass(model, loss=loss, learning_rate=0.03, num_train=STEPS))(state, images, labels)
+    got = jax.jit(fused.make_train_pass(model, loss=loss, learning_rate=0.03, num_train=STEPS, batched=batched))(
+        state, images, labels
+    )
     _allclose(got["params"], expected)
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), got["params"], state["params"])
     assert min(jax.tree.leaves(moved)) > 0
