@@ -16,7 +16,6 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={cores}".strip()
 
-import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -33,6 +32,8 @@ flags.DEFINE_bool("overwrite", False, "Replace a workdir that holds a run of a d
 def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # --verbosity=0 shows info logs
+    import tensorflow_datasets as tfds  # here, not at the top: the package imports it only to load data
+
     tfds.disable_progress_bar()
     cli.maybe_initialize_distributed()
     if len(argv) > 1:

@@ -6,25 +6,17 @@
 
 Sections (medians of --repeats timings; compile reported apart):
   step    the 1989 recipe (batch 1, SGD): one compiled pass (lax.scan over 7,291
-          steps), time per SGD step: the pass launch.py runs (lecun_jax.fused)
-          and, interleaved with it, the general Flax + Optax pass
+          steps) of jax.grad of Net1989.apply and optax.sgd, time per SGD step
+          (to compare with earlier code side by side: benchmarks/versus.py)
   pyloop  the same recipe as a Python loop over a jitted single-step function,
-          time per step and ratio to `step`: our steps (the dispatch floor), and
+          time per step and ratio to `step`: our step (the dispatch floor), and
           the public Flax port's loop re-created (see bench_pyloop)
   run     the whole default run as a user runs it (python launch.py, 23 passes):
           process wall time, compile time, peak resident memory
-  seeds   1, 2, 8 and 32 replicas (sharded over the local devices): wall time
-          per pass, evaluation of both splits included, and, interleaved, of the
-          training alone, with our step and with the general Flax + Optax step
-          vmapped over the replicas; ratios to 1 replica (2 replicas run one per
+  seeds   1, 2, 8 and 32 replicas (vmapped, sharded over the local devices): wall
+          time per pass, evaluation of both splits included, and, interleaved,
+          of the training alone; ratios to 1 replica (2 replicas run one per
           core: how much two busy cores slow each other)
-  replicas  what a replica costs on one core (a child process confined to one
-          core and one XLA device): training alone, µs per replica-step, for R
-          replicas trained together by each formulation: our single-network
-          step (R side by side), our replica-batched step, and the general step
-          vmapped; ratios to one network's single step. Where the cost per
-          replica does not fall as R grows, R seeds on a core cost R times one
-          seed. Beside it, the largest batched case unconfined (other cores idle).
   batch   the modern recipe (relu_dropout) at batch 256 and 1024: images/s
   torch   the 1989 recipe as a per-step PyTorch loop, if torch is installed
 """
@@ -50,13 +42,12 @@ import numpy as np
 from absl import app, flags
 
 from lecun_jax import config as config_lib  # noqa: E402
-from lecun_jax import data, fused, losses, train  # noqa: E402
+from lecun_jax import data, experiment, losses, train  # noqa: E402
 
-flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "replicas", "batch", "torch"], "Sections to run.")
+flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "batch", "torch"], "Sections to run.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per figure (the median is reported).")
 flags.DEFINE_integer("pyloop_steps", 3000, "Steps of the Python-loop baseline.")
 flags.DEFINE_list("seed_counts", ["1", "2", "8", "32"], "Replica counts of the seeds section (2: one per core).")
-flags.DEFINE_list("replica_counts", ["1", "4", "8", "16", "24"], "Replicas per core of the replicas section.")
 flags.DEFINE_list("batch_sizes", ["256", "1024"], "Batch sizes of the batch section.")
 flags.DEFINE_integer("torch_passes", 1, "Passes of the PyTorch reference loop (23: the whole run).")
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "results" / "speed.json"), "JSON output path.")
@@ -86,36 +77,23 @@ def mnist1989():
 
 
 def bench_step() -> dict:
-    """The compiled pass of the 1989 recipe, per SGD step: the pass ``launch.py`` runs
-    (the hand-derived step of ``lecun_jax.fused``) and the general Flax + Optax pass."""
+    """The compiled pass of the 1989 recipe, per SGD step: ``jax.grad`` of ``Net1989.apply``
+    and ``optax.sgd``, one ``lax.scan`` over the 7,291 digits (what launch.py trains with)."""
     c = config_lib.base()
     ds = mnist1989()
     n = len(ds.train)
-    model, tx = train.make_model(c), train.make_optimizer(c, n)
-    state = train.init_states(c, model, tx)
+    parts = train.make_parts(c, n)
+    state = train.init_states(c, parts.model, parts.optimizer)
     x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
-    passes = {
-        "fused": fused.make_train_pass(model, loss=c.loss, learning_rate=c.optimizer.learning_rate, num_train=n),
-        "general": train.make_train_pass(model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False),
-    }
-    compiled, compile_s = {}, {}
-    for name, train_pass in passes.items():
-        t = time.perf_counter()
-        compiled[name] = jax.jit(train_pass).lower(state, x, y).compile()
-        compile_s[name] = time.perf_counter() - t
-        jax.block_until_ready(compiled[name](state, x, y))
-    times = {name: [] for name in passes}
-    for _ in range(FLAGS.repeats):  # interleaved, so that both see the same machine
-        for name, fn in compiled.items():
-            t = time.perf_counter()
-            jax.block_until_ready(fn(state, x, y))
-            times[name].append(time.perf_counter() - t)
-    us = {name: 1e6 * float(np.median(v)) / n for name, v in times.items()}
-    out = {"us_per_step": us["fused"], "pass_s": times["fused"], "compile_s": compile_s["fused"], "steps": n,
-           "general": {"us_per_step": us["general"], "pass_s": times["general"], "compile_s": compile_s["general"]}}
-    print(f"[step]   compiled pass, 1989 recipe: {us['fused']:.1f} µs/step (median of {FLAGS.repeats} passes), "
-          f"compile {compile_s['fused']:.2f} s; the general Flax + Optax pass {us['general']:.1f} µs/step "
-          f"({us['general'] / us['fused']:.2f}x)")
+    train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=1, shuffle=False)
+    t = time.perf_counter()
+    compiled = jax.jit(train_pass).lower(state, x, y).compile()
+    compile_s = time.perf_counter() - t
+    jax.block_until_ready(compiled(state, x, y))
+    med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)
+    out = {"us_per_step": 1e6 * med / n, "pass_s": times, "compile_s": compile_s, "steps": n}
+    print(f"[step]   compiled pass, 1989 recipe: {out['us_per_step']:.1f} µs/step (median of {FLAGS.repeats} passes), "
+          f"compile {compile_s:.2f} s")
     return out
 
 
@@ -156,10 +134,9 @@ class _PortNet:
 def bench_pyloop() -> dict:
     """Python loops over a jitted single SGD step, the way the public JAX ports train.
 
-    ``fused_step``: the compiled pass's own step (``fused.make_step``), a
-    device-side slice ``x[i]`` per step: the floor of any per-step loop (one
+    ``same_step``: the compiled pass's own step (jax.grad of ``Net1989.apply``,
+    optax), ``x[i:i+1]`` per step: the floor of any per-step loop (one
     dispatch of a jitted call per step).
-    ``same_step``: the general Flax + Optax step, ``x[i:i+1]`` per step.
     ``port_style``: a Flax ``TrainState`` and ``apply_gradients``,
     ``jnp.expand_dims(X[i], 0)`` per step, our model with ``lax.conv``.
     ``port``: the public Flax port's loop re-created: its module structure
@@ -180,12 +157,7 @@ def bench_pyloop() -> dict:
         c.model.conv = "lax" if name == "port_style" else "auto"
         model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
         params = train.init_states(c, model, tx)["params"]
-        if name == "fused_step":
-            fused_step, to_fast, _ = fused.make_step(model, loss=c.loss, learning_rate=c.optimizer.learning_rate)
-            step = jax.jit(fused_step)
-            carry0 = jax.jit(to_fast)(params)
-            fetch = lambda i: (x[i], y[i])
-        elif name == "same_step":
+        if name == "same_step":
 
             @jax.jit
             def step(carry, xi, yi):
@@ -266,16 +238,16 @@ def bench_seeds() -> dict:
     for s in map(int, FLAGS.seed_counts):
         c = config_lib.base()
         c.num_seeds = s
-        mesh, replicas = train.replica_layout(s)
-        model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
-        arrays = train.device_data(ds, mesh)
+        mesh, replicas = experiment.replica_layout(s)
+        parts = train.make_parts(c, len(ds.train))
+        arrays = experiment.device_data(ds, mesh)
         runs = {}
-        for kind, evaluate, use_fused in (("pass", True, None), ("train", False, None), ("general_train", False, False)):
-            state = train.init_states(c, model, tx, replicas)
+        for kind, evaluate in (("pass", True), ("train", False)):
+            state = train.init_states(c, parts.model, parts.optimizer, replicas)
             if mesh is not None:
                 state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
             t = time.perf_counter()
-            epoch = train.make_epoch(c, len(ds.train), len(ds.test), mesh=mesh, evaluate_splits=evaluate, fused=use_fused)
+            epoch = train.make_epoch(c, parts, len(ds.train), len(ds.test), mesh=mesh, evaluate_splits=evaluate)
             epoch = epoch.lower(state, arrays).compile()
             runs[kind] = {"epoch": epoch, "state": state, "times": [], "compile_s": time.perf_counter() - t}
 
@@ -300,82 +272,8 @@ def bench_seeds() -> dict:
         out[str(s)] = row
         print(f"[seeds]  {s:3d} replicas on {row['devices_used']} device(s): {row['pass_s']:.3f} s per pass "
               f"(train + eval of both splits), {row['pass_ratio_to_1']:.2f}x one replica; training alone "
-              f"{row['train_s']:.3f} s, {row['train_ratio_to_1']:.2f}x; the general step vmapped, training alone "
-              f"{row['general_train_s']:.3f} s, {row['general_train_ratio_to_1']:.2f}x; compile {row['pass_compile_s']:.1f} s")
+              f"{row['train_s']:.3f} s, {row['train_ratio_to_1']:.2f}x; compile {row['pass_compile_s']:.1f} s")
     return out
-
-
-def bench_replicas() -> dict:
-    """Per-replica cost of one SGD step on one core, for R replicas trained together: our
-    single-network step (R chains side by side in one scan), our replica-batched step, and
-    the general Flax + Optax step vmapped over the replicas. Interleaved repeats; ratios to
-    one network's single step.
-
-    Measured in a child process confined to one core and one XLA device before JAX starts
-    (as ``taskset -c 0``: XLA's thread pool then has one thread). Beside it, in this
-    process (one device per core, as launch.py runs), the largest batched case on one
-    device while the other cores idle."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    counts = list(map(int, FLAGS.replica_counts))
-    if len(cores) > 1:
-        with tempfile.TemporaryDirectory() as tmp:
-            out_json = Path(tmp, "replicas.json")
-            subprocess.run(
-                [sys.executable, __file__, "--sections=replicas", f"--repeats={FLAGS.repeats}",
-                 f"--replica_counts={','.join(map(str, counts))}", f"--out={out_json}"],
-                check=True, preexec_fn=lambda: os.sched_setaffinity(0, {cores[0]}),
-                env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
-            )
-            out = json.loads(out_json.read_text())["replicas"]
-        unpinned = _replica_passes([("batched", counts[-1])])[("batched", counts[-1])]
-        base = out["rows"][0]["us_per_replica_step"]
-        out["unpinned"] = {"step": "batched", "replicas": counts[-1], "cores_allowed": len(cores), **unpinned,
-                           "ratio_to_single": unpinned["us_per_replica_step"] / base}
-        print(f"[replicas] batched  step, {counts[-1]:3d} replicas, one device, {len(cores)} cores allowed (the others "
-              f"idle): {unpinned['us_per_replica_step']:6.1f} µs per replica-step, "
-              f"{unpinned['us_per_replica_step'] / base:.2f}x one network's single step on one core")
-        return out
-    singles = sorted({1} | {r for r in counts if r <= fused.SINGLE_STEPS_UP_TO})  # 1: the baseline, one network
-    cases = [("single", r) for r in singles] + [("batched", r) for r in counts]
-    cases += [("general", r) for r in sorted({1, counts[-1]})]
-    rows = _replica_passes(cases)
-    base = rows[("single", 1)]["us_per_replica_step"]
-    out = {"cores": len(cores) or None, "baseline": "single step, one network", "rows": []}
-    for (kind, r), row in rows.items():
-        out["rows"].append({"step": kind, "replicas": r, **row, "ratio_to_single": row["us_per_replica_step"] / base})
-        print(f"[replicas] {kind:8s} step, {r:3d} replicas on one core: {row['us_per_replica_step']:6.1f} µs per "
-              f"replica-step, {row['us_per_replica_step'] / base:.2f}x one network's single step")
-    return out
-
-
-def _replica_passes(cases: list[tuple[str, int]]) -> dict:
-    """One training pass (7,291 steps) per case (step kind, replicas) on the first device,
-    interleaved repeats: µs per replica-step (median), pass times, compile time."""
-    c = config_lib.base()
-    ds = mnist1989()
-    n = len(ds.train)
-    model, tx = train.make_model(c), train.make_optimizer(c, n)
-    x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
-    general = jax.vmap(train.make_train_pass(model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False), in_axes=(0, None, None))
-    runs = {}
-    for kind, r in cases:
-        fn = general if kind == "general" else fused.make_train_pass(
-            model, loss=c.loss, learning_rate=c.optimizer.learning_rate, num_train=n, batched=kind == "batched")
-        c.num_seeds = r
-        state = train.init_states(c, model, tx, r)  # no replica axis at r = 1
-        if kind == "general" and r == 1:  # vmapped: a replica axis of 1
-            state = jax.tree.map(lambda a: a[None], state)
-        t = time.perf_counter()
-        compiled = jax.jit(fn).lower(state, x, y).compile()
-        runs[(kind, r)] = {"fn": compiled, "state": state, "times": [], "compile_s": time.perf_counter() - t}
-        jax.block_until_ready(compiled(state, x, y))  # warm-up
-    for _ in range(FLAGS.repeats):
-        for run in runs.values():
-            t = time.perf_counter()
-            jax.block_until_ready(run["fn"](run["state"], x, y))
-            run["times"].append(time.perf_counter() - t)
-    return {key: {"us_per_replica_step": 1e6 * float(np.median(run["times"])) / n / key[1], "pass_times": run["times"],
-                  "compile_s": run["compile_s"]} for key, run in runs.items()}
 
 
 def bench_batch() -> dict:
@@ -386,10 +284,10 @@ def bench_batch() -> dict:
     for b in map(int, FLAGS.batch_sizes):
         c = preset("relu_dropout")
         c.train.batch_size = b
-        model, tx = train.make_model(c), train.make_optimizer(c, n)
-        state = train.init_states(c, model, tx)
+        parts = train.make_parts(c, n)
+        state = train.init_states(c, parts.model, parts.optimizer)
         x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
-        train_pass = jax.jit(train.make_train_pass(model, tx, losses.get(c.loss), num_train=n, batch_size=b,
+        train_pass = jax.jit(train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=b,
                                                    shuffle=False, augment=c.augment))
         compiled = train_pass.lower(state, x, y).compile()
         jax.block_until_ready(compiled(state, x, y))
@@ -414,9 +312,9 @@ def bench_torch() -> dict | None:
     return r
 
 
-PYLOOPS = ("fused_step", "same_step", "port_style", "port")
+PYLOOPS = ("same_step", "port_style", "port")
 SECTIONS = {"step": bench_step, "pyloop": bench_pyloop, "run": bench_run, "seeds": bench_seeds,
-            "replicas": bench_replicas, "batch": bench_batch, "torch": bench_torch}
+            "batch": bench_batch, "torch": bench_torch}
 
 
 def main(argv):
@@ -432,8 +330,6 @@ def main(argv):
     if results.get("step") and results.get("pyloop"):
         for name in PYLOOPS:
             ratios[f"pyloop_{name}_over_step"] = results["pyloop"][name]["us_per_step"] / results["step"]["us_per_step"]
-    if results.get("step"):
-        ratios["general_step_over_step"] = results["step"]["general"]["us_per_step"] / results["step"]["us_per_step"]
     if results.get("step") and results.get("torch"):
         ratios["torch_over_step"] = results["torch"]["us_per_step"] / results["step"]["us_per_step"]
     for k, v in ratios.items():

@@ -6,15 +6,55 @@
     net = lecun_jax.Net1989()                        # the 9,760-parameter network
     params = lecun_jax.model.init(net, jax.random.PRNGKey(0))
 
-Importing the package registers the TFDS builders ``mnist1989`` and ``usps``.
+Submodules load on first use (``lecun_jax.data`` imports ``lecun_jax.data``),
+so ``import lecun_jax`` itself imports neither JAX nor TensorFlow Datasets,
+orbax, matplotlib or tensorboardX. :func:`lecun_jax.data.load` registers the
+TFDS builders ``mnist1989``, ``usps`` and ``mnist16`` (``lecun_jax.tfds_datasets``)
+before it asks TFDS for them.
+
+The modules, bottom to top; imports only go downwards (tests/test_imports.py)::
+
+    config, reporting, sources, augment, losses, conv    import nothing of the package
+    tfds_datasets, data                                  the digits: data -> tfds_datasets -> sources
+    model, sdlm, optimizers, train                       the network and its training step
+    experiment                                           the host loop: workdir, checkpoints, logs
+    plots, scaling, sweep                                reports of runs and sweeps
+    cli (and launch.py)                                  the command line
 """
 
-from lecun_jax import augment, config, data, experiment, losses, model, optimizers, reporting, sweep, tfds_datasets, train
-from lecun_jax.experiment import load_run, train_and_evaluate
-from lecun_jax.model import Net1989
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = [
-    "Net1989", "load_run", "train_and_evaluate", "augment", "config", "data", "experiment", "losses", "model", "optimizers", "reporting", "sweep",
-    "tfds_datasets", "train",
-]
+
+_SUBMODULES = (
+    "augment", "cli", "config", "conv", "data", "experiment", "losses", "model", "optimizers", "plots",
+    "reporting", "scaling", "sdlm", "sources", "sweep", "tfds_datasets", "train",
+)
+_ATTRIBUTES = {"load_run": "experiment", "train_and_evaluate": "experiment", "Net1989": "model", "make_train": "train"}
+
+__all__ = ["Net1989", "load_run", "make_train", "train_and_evaluate", *_SUBMODULES]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
+    from lecun_jax import augment, cli, config, conv, data, experiment, losses, model, optimizers, plots  # noqa: F401
+    from lecun_jax import reporting, scaling, sdlm, sources, sweep, tfds_datasets, train  # noqa: F401
+    from lecun_jax.experiment import load_run, train_and_evaluate  # noqa: F401
+    from lecun_jax.model import Net1989  # noqa: F401
+    from lecun_jax.train import make_train  # noqa: F401
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(f"{__name__}.{_ATTRIBUTES[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

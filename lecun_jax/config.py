@@ -3,6 +3,9 @@
 Config files under ``configs/`` start from :func:`base` and change fields;
 :func:`validate` checks a finished config before anything is loaded or
 compiled, and names the field, the value and what would be valid.
+
+It imports nothing of the package: the valid choices below are copies of the
+names their home modules define (tests/test_imports.py checks they agree).
 """
 
 from __future__ import annotations
@@ -15,7 +18,20 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from lecun_jax import augment, data, losses, model, optimizers, sdlm
+# Valid choices, and what config needs to know of the datasets before loading them.
+DATASETS = ("mnist1989", "usps", "mnist")  # data.DATASETS
+SUBSETS = ("prefix", "random")  # data.SUBSETS
+SPLIT_SIZES = {"train": 7291, "test": 2007}  # data.SPLIT_SIZES: mnist1989 and usps
+MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"  # data.MNIST_URL
+ACTIVATIONS = ("tanh", "relu", "scaled_tanh")  # model.ACTIVATIONS
+OUTPUT_ACTIVATIONS = ("tanh", "linear", "scaled_tanh")  # model.OUTPUT_ACTIVATIONS
+CONV_IMPLS = ("auto", "patches", "lax")  # model.CONV_IMPLS
+LOSSES = ("mse", "cross_entropy")  # losses.LOSSES
+OPTIMIZERS = ("sgd", "adamw", "sdlm")  # optimizers.OPTIMIZERS
+SCHEDULES = ("constant", "linear")  # optimizers.SCHEDULES
+SDLM_ESTIMATORS = ("becker_lecun", "exact_ggn")  # sdlm.ESTIMATORS
+AUGMENTATIONS = ("none", "shift")  # augment.AUGMENTATIONS
+SHIFT_MODES = ("roll", "fill")  # augment.SHIFT_MODES
 
 
 class ConfigError(ValueError):
@@ -32,7 +48,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.name = "mnist1989"  # mnist1989 (Karpathy's proxy) | usps (the paper's digits) | mnist (every MNIST digit)
     c.data.source_dir = config_dict.placeholder(str)  # directory of the official files; None: shipped copy / download
     c.data.tfds_dir = config_dict.placeholder(str)  # where TFDS keeps prepared data; None: TFDS's default
-    c.data.mnist_url = data.MNIST_URL  # where data.name=mnist downloads the official files from
+    c.data.mnist_url = MNIST_URL  # where data.name=mnist downloads the official files from
     c.data.train_size = config_dict.placeholder(int)  # train on this many digits; None: all
     c.data.train_subset = "prefix"  # prefix (the first train_size) | random (a subset drawn by subset_seed)
     c.data.subset_seed = 0  # the draw of train_subset=random; the same for every replica
@@ -122,10 +138,6 @@ def _optional_number(lo, lo_open=False):
     return lambda v: None if v is None else check(v)
 
 
-def _string(v):
-    return None if isinstance(v, str) else "expected a string"
-
-
 def _url(v):
     return None if isinstance(v, str) and v.split("://")[0] in ("http", "https", "file") else "expected an http(s):// or file:// URL"
 
@@ -137,47 +149,52 @@ def _width(v):
     return None if abs(round(4 * v) - 4 * v) < 1e-9 else "valid: 4 * width a whole number (0.25, 0.5, 0.75, 1, ...)"
 
 
-SCHEMA: dict[str, Callable[[Any], str | None]] = {
+# Every field, with its rule beyond its type (None: no rule). ConfigDict fixes a
+# field's type once it holds a value (a str assigned to a float field raises
+# TypeError), so types are checked here only for the placeholder fields (None
+# until set); the number rules still refuse a non-number, which they could not
+# compare.
+SCHEMA: dict[str, Callable[[Any], str | None] | None] = {
     "seed": _number(0, 2**32 - 1, integer=True),
     "num_seeds": _number(1, 1024, integer=True),
-    "data.name": _choice(data.DATASETS),
+    "data.name": _choice(DATASETS),
     "data.source_dir": _optional_str,
     "data.tfds_dir": _optional_str,
     "data.mnist_url": _url,
     "data.train_size": _optional_int(1),
-    "data.train_subset": _choice(data.SUBSETS),
+    "data.train_subset": _choice(SUBSETS),
     "data.subset_seed": _number(0, 2**32 - 1, integer=True),
     "data.validation_size": _optional_int(1),
-    "model.activation": _choice(tuple(model.ACTIVATIONS)),
-    "model.output_activation": _choice(tuple(model.OUTPUT_ACTIVATIONS)),
+    "model.activation": _choice(ACTIVATIONS),
+    "model.output_activation": _choice(OUTPUT_ACTIVATIONS),
     "model.dropout": _number(0.0, 1.0, hi_open=True),
     "model.output_bias_init": _number(),
     "model.hidden_pad_value": _number(),
-    "model.conv": _choice(model.CONV_IMPLS),
+    "model.conv": _choice(CONV_IMPLS),
     "model.width": _width,
-    "loss": _choice(tuple(losses.LOSSES)),
-    "optimizer.name": _choice(optimizers.OPTIMIZERS),
+    "loss": _choice(LOSSES),
+    "optimizer.name": _choice(OPTIMIZERS),
     "optimizer.learning_rate": _number(0.0, lo_open=True),
-    "optimizer.schedule": _choice(optimizers.SCHEDULES),
+    "optimizer.schedule": _choice(SCHEDULES),
     "optimizer.final_learning_rate": _optional_number(0.0, lo_open=True),
     "optimizer.weight_decay": _number(0.0),
     "optimizer.b1": _number(0.0, 1.0, hi_open=True),
     "optimizer.b2": _number(0.0, 1.0, hi_open=True),
     "optimizer.eps": _number(0.0, lo_open=True),
     "optimizer.sdlm_mu": _number(0.0, lo_open=True),
-    "optimizer.sdlm_estimator": _choice(sdlm.ESTIMATORS),
+    "optimizer.sdlm_estimator": _choice(SDLM_ESTIMATORS),
     "optimizer.sdlm_samples": _number(1, integer=True),
-    "augment.name": _choice(augment.AUGMENTATIONS),
+    "augment.name": _choice(AUGMENTATIONS),
     "augment.max_shift": _number(1, 8, integer=True),
-    "augment.mode": _choice(augment.SHIFT_MODES),
+    "augment.mode": _choice(SHIFT_MODES),
     "train.passes": _number(1, integer=True),
     "train.batch_size": _number(1, integer=True),
-    "train.shuffle": _bool,
+    "train.shuffle": _bool,  # ConfigDict checks this too; kept for configs edited under ignore_type()
     "train.eval_every": _number(1, integer=True),
-    "sweep.rows": _string,
-    "sweep.grid": _string,
-    "reference.label": _string,
-    "reference.dataset": _string,
+    "sweep.rows": None,
+    "sweep.grid": None,
+    "reference.label": None,
+    "reference.dataset": None,
     "reference.train_error": _optional_number(0.0),
     "reference.test_error": _optional_number(0.0),
 }
@@ -188,7 +205,7 @@ def _cross_checks(c) -> None:
     o = c.optimizer
     if o.schedule == "linear" and o.final_learning_rate is None:
         raise ConfigError("config.optimizer.final_learning_rate=None: schedule=linear needs the last pass's rate (> 0)")
-    known = data.SPLIT_SIZES["train"] if c.data.name in ("mnist1989", "usps") else None
+    known = SPLIT_SIZES["train"] if c.data.name in ("mnist1989", "usps") else None
     if known is not None and c.data.train_size is not None and c.data.train_size > known:
         raise ConfigError(f"config.data.train_size={c.data.train_size}: {c.data.name} has {known:,} training digits; valid: 1 to {known}")
     limit = c.data.train_size or known
@@ -225,7 +242,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for path, check in SCHEMA.items():
         if path not in fields:
             raise ConfigError(f"config.{path}: missing (start config files from lecun_jax.config.base())")
-        problem = check(fields[path])
+        problem = check and check(fields[path])
         if problem:
             raise ConfigError(f"config.{path}={fields[path]!r}: {problem}")
     _cross_checks(c)

@@ -24,15 +24,19 @@ of (seed, replica, pass). A workdir holding another config is refused unless
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 import jax
+import flax.linen as nn
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -43,13 +47,80 @@ from lecun_jax import optimizers, reporting
 from lecun_jax import train as train_lib
 
 SPLITS = train_lib.SPLITS
-CHECKPOINTS, TENSORBOARD, PLOTS, TEST_OUTPUTS = "checkpoints", "tensorboard", "plots", "test_outputs.npz"
+CHECKPOINTS, TENSORBOARD, PLOTS, TEST_OUTPUTS = reporting.CHECKPOINTS, reporting.TENSORBOARD, reporting.PLOTS, reporting.TEST_OUTPUTS
 KEEP_CHECKPOINTS = 3
 PROGRESS_AFTER_S = 3.0  # print elapsed time and ETA once a run is past this
 
 # The time-travel ledger's yardsticks: one network, the 1989 recipe.
 SUN4_1989_S = 3 * 24 * 3600  # LeCun et al.: "3 days" on a SUN-4/260
 KARPATHY_M1_S = 90.0  # Karpathy 2022: about 90 s on a MacBook Air M1 CPU
+
+
+def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+    """The dataset of ``config.data``, its training split cut to ``train_size``."""
+    d = config.data
+    dataset = data_lib.load(d.name, source_dir=d.source_dir, data_dir=d.tfds_dir, mnist_url=d.mnist_url)
+    config_lib.check_dataset_size(config, len(dataset.train))
+    dataset = data_lib.select_train(dataset, d.train_size, d.train_subset, d.subset_seed)
+    return dataset if d.validation_size is None else data_lib.hold_out(dataset, d.validation_size)
+
+
+def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:
+    """The dataset's arrays on the device (on every device of ``mesh``) for the whole run."""
+    arrays = {}
+    for s in SPLITS:
+        split = dataset.split(s)
+        arrays[f"{s}_images"], arrays[f"{s}_labels"] = split.images, split.labels
+    return jax.device_put(arrays, None if mesh is None else NamedSharding(mesh, PartitionSpec()))
+
+
+def replica_layout(num_seeds: int) -> tuple[Mesh | None, int]:
+    """(mesh, replicas): how ``num_seeds`` replicas are spread over the devices.
+
+    With several devices the replica axis is sharded over a 1-D mesh of up to
+    ``num_seeds`` of them, and padded with spare replicas to a multiple of the
+    mesh (5 seeds on 2 devices run as 3 + 3; the spare is dropped from every
+    result). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+    makes N devices of N cores; ``launch.py`` sets it to the core count.
+    """
+    n = min(len(jax.devices()), num_seeds)
+    if num_seeds == 1 or n == 1:
+        return None, num_seeds
+    return Mesh(np.asarray(jax.devices()[:n]), ("seed",)), math.ceil(num_seeds / n) * n
+
+
+def real_replicas(config, tree):
+    """Drops the spare replicas that only pad the replica axis to the mesh."""
+    if config.num_seeds == 1:
+        return tree
+    return jax.tree.map(lambda a: a[: config.num_seeds], tree)
+
+
+def to_numpy(tree):
+    """Host copies; with several processes, gathered from all of them."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _name(f) -> str:
+    return f"{getattr(f, '__module__', None) or '?'}.{getattr(f, '__qualname__', None) or repr(f)}"
+
+
+def describe_parts(model=None, optimizer=None, loss=None) -> dict:
+    """What ``config.json`` and ``summary.json`` record of the parts a user passed in
+    (the module's class and fields, the optimiser's and the loss's function names)."""
+    out = {}
+    if model is not None:
+        fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")}
+        out["model"] = {"class": _name(type(model)), "fields": json.loads(json.dumps(fields, default=repr))}
+    if optimizer is not None:
+        out["optimizer"] = {"init": _name(optimizer.init), "update": _name(optimizer.update)}
+    if loss is not None:
+        out["loss"] = {"function": _name(loss)}
+    return out
 
 
 class WorkdirError(ValueError):
@@ -60,11 +131,13 @@ class NumericalError(FloatingPointError):
     """Loss or parameters stopped being finite."""
 
 
-def _config_json(config) -> dict:
-    return json.loads(config.to_json())
+def _config_json(config, parts: dict | None = None) -> dict:
+    """config.json: the config, and ``parts`` (what a user passed in) when there are any."""
+    out = json.loads(config.to_json())
+    return out | {"parts": parts} if parts else out
 
 
-def inspect_workdir(config, workdir: Path, overwrite: bool) -> str:
+def inspect_workdir(config, workdir: Path, overwrite: bool, parts: dict | None = None) -> str:
     """'new', 'resume' (same config, unfinished) or 'done'; raises WorkdirError for another config."""
     if not (workdir / reporting.CONFIG).exists():
         return "new"
@@ -72,8 +145,8 @@ def inspect_workdir(config, workdir: Path, overwrite: bool) -> str:
         clear_workdir(workdir)
         return "new"
     previous = json.loads((workdir / reporting.CONFIG).read_text())
-    if previous != _config_json(config):
-        old, new = config_lib.flatten(previous), config_lib.flatten(_config_json(config))
+    if previous != _config_json(config, parts):
+        old, new = config_lib.flatten(previous), config_lib.flatten(_config_json(config, parts))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
         raise WorkdirError(
             f"{workdir} holds a run with a different config (fields {', '.join(changed)}); "
@@ -179,12 +252,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def ledger(config, sizes: dict[str, int], train_s: float) -> dict:
+def ledger(config, sizes: dict[str, int], train_s: float, macs: int | None = None) -> dict:
     """The time-travel ledger: what was computed, and how long it took against 1989 and 2022.
 
     ``train_s``: the passes' wall time (for a resumed run, the median pass times the passes).
     """
-    macs = model_lib.count_macs(model_lib.abstract_params(train_lib.make_model(config)))["total"]
     presentations = config.train.passes * sizes["train"] * config.num_seeds
     per_network_s = train_s / config.num_seeds
     # per presentation (one SGD step, its share of the evaluation), against the 1989 recipe's 23 x 7,291
@@ -193,8 +265,8 @@ def ledger(config, sizes: dict[str, int], train_s: float) -> dict:
     return {
         "presentations": presentations,
         "forward_macs_per_digit": macs,
-        "training_macs": 3 * macs * presentations,  # forward, and the backward pass's two products per layer
-        "evaluation_macs": macs * config.train.passes * (sizes["train"] + sizes["test"]) * config.num_seeds,
+        "training_macs": None if macs is None else 3 * macs * presentations,  # forward, and the backward's two products
+        "evaluation_macs": None if macs is None else macs * config.train.passes * (sizes["train"] + sizes["test"]) * config.num_seeds,
         "wall_s": train_s,
         "wall_s_per_network": per_network_s,
         "speedup_vs_sun4_260_1989": SUN4_1989_S / yardstick / per_presentation_s,
@@ -209,16 +281,27 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
     *,
+    model: nn.Module | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    loss: train_lib.Loss | None = None,
     overwrite: bool = False,
     label: str | None = None,
     echo: Callable[[str], None] = print,
     plots: bool = True,
 ) -> dict:
-    """Trains as ``config`` says, in (or resuming) ``workdir``; returns the run summary."""
+    """Trains as ``config`` says, in (or resuming) ``workdir``; returns the run summary.
+
+    ``model`` (a Flax module called as ``apply({'params': p}, images (B, 16, 16, 1),
+    train=bool, rngs={'dropout': key})`` -> (B, 10)), ``optimizer`` (an Optax
+    ``GradientTransformation``) and ``loss`` (``loss(outputs, labels) -> (B,)``
+    per-example losses) replace the config's parts; ``config.json`` and
+    ``summary.json`` record them under ``parts``.
+    """
     start = time.perf_counter()
     config_lib.validate(config)
     workdir = Path(workdir)
-    status = inspect_workdir(config, workdir, overwrite)
+    given = describe_parts(model, optimizer, loss)
+    status = inspect_workdir(config, workdir, overwrite, given)
     if status == "done":
         done = json.loads((workdir / reporting.SUMMARY).read_text())
         echo(f"{workdir} already holds this run, finished; its results:")
@@ -227,15 +310,14 @@ def train_and_evaluate(
             echo(reporting.eval_line(split, f["loss"], f["error"], f["misses"]))
         return done
 
-    mesh, replicas = train_lib.replica_layout(config.num_seeds)
-    dataset = train_lib.load_data(config)
-    arrays = train_lib.device_data(dataset, mesh)
+    mesh, replicas = replica_layout(config.num_seeds)
+    dataset = load_data(config)
+    arrays = device_data(dataset, mesh)
     sizes = {s: len(dataset.split(s)) for s in SPLITS}
     data_s = time.perf_counter() - start
 
-    model = train_lib.make_model(config)
-    tx = train_lib.make_optimizer(config, sizes["train"])
-    state = train_lib.init_states(config, model, tx, replicas)
+    parts = train_lib.make_parts(config, sizes["train"], model=model, optimizer=optimizer, loss=loss)
+    state = train_lib.init_states(config, parts.model, parts.optimizer, replicas)
     if mesh is not None:
         state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seed")))
 
@@ -245,24 +327,27 @@ def train_and_evaluate(
     if status == "resume" and checkpoints.latest() is not None:
         state, records = checkpoints.restore(state)
         echo(f"resuming {workdir} after pass {checkpoints.latest()} of {config.train.passes}")
-    first = int(np.asarray(train_lib.to_numpy(state["pass"])).reshape(-1)[0]) + 1
+    first = int(np.asarray(to_numpy(state["pass"])).reshape(-1)[0]) + 1
 
     t = time.perf_counter()
     epochs = {
-        evaluated: train_lib.make_epoch(config, sizes["train"], sizes["test"], mesh=mesh, evaluate_splits=evaluated)
+        evaluated: train_lib.make_epoch(config, parts, sizes["train"], sizes["test"], mesh=mesh, evaluate_splits=evaluated)
         .lower(state, arrays).compile()
         for evaluated in ((True, False) if config.train.eval_every > 1 else (True,))
     }
     compile_s = time.perf_counter() - t
 
-    reporting.write_json(workdir / reporting.CONFIG, _config_json(config))
+    reporting.write_json(workdir / reporting.CONFIG, _config_json(config, given))
     reporting.write_jsonl(workdir / reporting.METRICS, records)
     rates = optimizers.pass_learning_rates(config.optimizer, config.train.passes)
     board = TensorBoard(workdir / TENSORBOARD, config.num_seeds, config.seed)
     board.write(records, rates)
+    abstract = model_lib.abstract_params(parts.model)
+    n_params = model_lib.count_params(abstract, parts.model)
+    macs = model_lib.count_macs(abstract, parts.model)
     echo(
         f"{dataset.name}: {sizes['train']:,} train / {sizes['test']:,} {'held-out' if config.data.validation_size else 'test'} digits; "
-        f"{model_lib.count_params(model_lib.abstract_params(model))['total']:,} parameters; "
+        f"{type(parts.model).__name__}, {n_params['total']:,} parameters; "
         f"{config.num_seeds} seed(s) from {config.seed}; "
         f"{device_info()['kind']} x{1 if mesh is None else mesh.size}; compiled in {compile_s:.1f} s"
     )
@@ -274,7 +359,7 @@ def train_and_evaluate(
             t = time.perf_counter()
             evaluated = p % config.train.eval_every == 0 or p == config.train.passes
             new_state, metrics = epochs[evaluated](state, arrays)
-            metrics = train_lib.real_replicas(config, train_lib.to_numpy(metrics))
+            metrics = real_replicas(config, to_numpy(metrics))
             new = reporting.pass_records(p, metrics, sizes, config.seed) if evaluated else []
             _check_finite(config, p, new, metrics, workdir, records, checkpoints)
             state = new_state
@@ -292,9 +377,9 @@ def train_and_evaluate(
         checkpoints.close()
         board.close()
 
-    params = train_lib.real_replicas(config, train_lib.to_numpy(state["params"]))
+    params = real_replicas(config, to_numpy(state["params"]))
     reporting.save_params(workdir / reporting.PARAMS, params)
-    _save_test_outputs(config, model, params, dataset, workdir)
+    _save_test_outputs(config, parts.model, params, dataset, workdir)
     steps = train_lib.steps_per_pass(sizes["train"], config.train.batch_size)
     train_s = sum(pass_times)
     summary = {
@@ -304,8 +389,10 @@ def train_and_evaluate(
         "passes": config.train.passes,
         "steps_per_pass": steps,
         "resumed_after_pass": first - 1 if first > 1 else None,
-        "params": model_lib.count_params(model_lib.abstract_params(model)),
-        "macs_per_digit": model_lib.count_macs(model_lib.abstract_params(model))["total"],
+        "model": type(parts.model).__name__,
+        "parts": given,
+        "params": n_params,
+        "macs_per_digit": None if macs is None else macs["total"],
         "final": {s: reporting.summarize(records, s, config.train.passes) for s in SPLITS},
         "time": {
             "wall_s": time.perf_counter() - start,
@@ -315,7 +402,8 @@ def train_and_evaluate(
             "pass_s": pass_times,
             "us_per_step": 1e6 * float(np.median(pass_times)) / steps if pass_times else None,
         },
-        "ledger": ledger(config, sizes, train_s if first == 1 else float(np.median(pass_times)) * config.train.passes),
+        "ledger": ledger(config, sizes, train_s if first == 1 else float(np.median(pass_times)) * config.train.passes,
+                         None if macs is None else macs["total"]),
         "device": device_info(mesh),
         "versions": versions(),
     }
@@ -360,12 +448,11 @@ def _progress(p: int, passes: int, first: int, times: list[float], elapsed: floa
 
 def _save_test_outputs(config, model, params, dataset, workdir: Path) -> None:
     """The final networks' outputs on the test split, for plots and notebooks."""
-    predict = jax.jit(train_lib.make_predict(model, len(dataset.test)))
-    if config.num_seeds == 1:
-        outputs = np.asarray(predict(params, dataset.test.images))[None]
-    else:
-        outputs = np.stack([np.asarray(predict(jax.tree.map(lambda a: a[r], params), dataset.test.images))
-                            for r in range(config.num_seeds)])
+    predict = train_lib.make_predict(model, len(dataset.test))
+    if config.num_seeds > 1:
+        predict = jax.vmap(predict, in_axes=(0, None))
+    outputs = np.asarray(jax.jit(predict)(params, dataset.test.images))
+    outputs = outputs if config.num_seeds > 1 else outputs[None]
     import io
 
     buf = io.BytesIO()
@@ -396,7 +483,9 @@ class Run:
         self.workdir = Path(workdir)
         if not (self.workdir / reporting.CONFIG).exists():
             raise FileNotFoundError(f"{self.workdir}: no config.json; not a lecun_jax run")
-        self.config = ml_collections.ConfigDict(json.loads((self.workdir / reporting.CONFIG).read_text()))
+        config = json.loads((self.workdir / reporting.CONFIG).read_text())
+        self.parts = config.pop("parts", {})  # the parts a user passed in, as recorded
+        self.config = ml_collections.ConfigDict(config)
         self.metrics = reporting.read_jsonl(self.workdir / reporting.METRICS) if (self.workdir / reporting.METRICS).exists() else []
         summary = self.workdir / reporting.SUMMARY
         self.summary = json.loads(summary.read_text()) if summary.exists() else None
@@ -407,8 +496,12 @@ class Run:
                 self.test_outputs, self.test_labels = z["outputs"], z["labels"]
 
     @property
-    def model(self) -> model_lib.Net1989:
-        """The network the run trained (evaluate it with ``model.apply({'params': p}, x)``)."""
+    def model(self) -> nn.Module:
+        """The network the run trained (evaluate it with ``model.apply({'params': p}, x)``);
+        a run of a user's module cannot rebuild it: use that module with ``params``."""
+        if "model" in self.parts:
+            raise ValueError(f"{self.workdir} trained a user's module, {self.parts['model']['class']}: "
+                             "apply that module to run.params")
         return train_lib.make_model(self.config)
 
     def replica_params(self, replica: int = 0) -> dict:
@@ -419,7 +512,7 @@ class Run:
 
     def dataset(self) -> data_lib.Dataset:
         """The run's data, as it trained on it."""
-        return train_lib.load_data(self.config)
+        return load_data(self.config)
 
     def final(self, split: str = "test") -> dict:
         """Final metrics of a split across replicas (see reporting.summarize)."""

@@ -1,4 +1,4 @@
-"""The network of LeCun et al. (1989) as a Flax linen module.
+"""The network of LeCun et al. (1989) as a Flax linen module: the one place its math lives.
 
     input 16x16x1, background -1
     H1   pad 2 with -1; 12 maps of 5x5, stride 2 -> 8x8x12; one bias per unit   1,068 params
@@ -12,25 +12,32 @@
 layer; weights U(-2.4/sqrt(F), 2.4/sqrt(F)) with F the fan-in; biases 0 but
 the output's, -1 (nine of ten targets are -1).
 
-The convolutions multiply by a dense kernel with structural zeros (see
-``lecun_jax.conv``): ``conv='patches'`` gathers windows and uses a hand-written
-backward (fastest for per-digit SGD), ``conv='lax'`` uses
-``lax.conv_general_dilated`` (fastest for large batches); ``conv='auto'`` (the
-default) picks patches up to batch size 64 and lax above. All three compute
-the same function; the tests check them against Karpathy's formulation.
+Kernels are stored (out, in, ...), PyTorch's layout, which the products at
+batch size 1 run fastest with. H2's kernel is dense, (12, 12, 5, 5), and
+masked by the fixed connection table (``lecun_jax.conv.connection_mask``) where it is used: its
+1,200 unconnected entries are structural zeros that never act and get no
+gradient, so the paper's 2,400 weights are what trains (:func:`count_params`
+counts through the mask). Training differentiates :meth:`Net1989.__call__`
+with ``jax.grad``; SDLM's Becker-LeCun estimator walks the same
+:meth:`Net1989.layers` that ``__call__`` applies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from lecun_jax import conv as conv_lib
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
 
 def scaled_tanh(a):
     """1.7159 tanh(2a/3): f(+-1) = +-1, so +-1 targets sit in the quasi-linear range
@@ -41,8 +48,7 @@ def scaled_tanh(a):
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "scaled_tanh": scaled_tanh}
 OUTPUT_ACTIVATIONS = {"tanh": jnp.tanh, "linear": lambda x: x, "scaled_tanh": scaled_tanh}
-CONV_IMPLS = ("auto", "patches", "lax")
-PATCHES_MAX_BATCH = 64  # conv="auto": patches up to this batch size, lax.conv above
+CONV_IMPLS = conv_lib.IMPLS
 
 # H2's connection table: the H1 maps seen by each group of four H2 maps.
 H2_INPUTS = ((0, 1, 2, 3, 4, 5, 6, 7), (4, 5, 6, 7, 8, 9, 10, 11), (0, 1, 2, 3, 8, 9, 10, 11))
@@ -66,50 +72,49 @@ def uniform_fan_in(fan_in: int, scale: float = 2.4):
     return init
 
 
-class Conv1989(nn.Module):
-    """5x5 stride-2 convolution padded with ``pad_value``, one bias per output unit.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Layer:
+    """One layer: ``a = linear(p, x)``, then ``activation(a)``; ``p`` holds ``kernel`` and ``bias``.
 
-    ``in_groups[g]`` lists the input maps that output maps of group g see
-    (groups of ``features // len(in_groups)`` consecutive maps), so the kernel
-    is (5, 5, len(in_groups[0]), features) and the fan-in 25 * len(in_groups[0]).
+    ``linear`` is linear in each of p and x (a bias is a weight on a constant
+    input 1); ``linear(p, x, squared=True)`` is the same map on squared values
+    (the constant padding squared too), which SDLM's Becker-LeCun estimator needs.
+    ``mask`` (or None) marks the kernel's real connections.
     """
 
-    features: int
-    in_groups: Sequence[Sequence[int]]
-    pad_value: float = -1.0
-    conv: str = "auto"
-    precision: str = "highest"
+    name: str
+    kernel_shape: tuple[int, ...]
+    bias_shape: tuple[int, ...]
+    fan_in: int
+    linear: Callable[..., jax.Array]
+    activation: Callable[[jax.Array], jax.Array]
+    bias_init: float = 0.0
+    mask: np.ndarray | None = None
+    positions: int = 1  # output positions sharing the kernel (multiply-accumulates per digit)
 
-    @nn.compact
-    def __call__(self, x):
-        batch, size, _, channels = x.shape
-        spec = conv_lib.ConvSpec(size, channels, self.features, tuple(tuple(g) for g in self.in_groups))
-        kernel = self.param("kernel", uniform_fan_in(conv_lib.KERNEL**2 * len(self.in_groups[0])), spec.kernel_shape)
-        bias = self.param("bias", nn.initializers.zeros, (spec.out, spec.out, self.features))
-        impl = self.conv
-        if impl == "auto":
-            impl = "patches" if batch <= PATCHES_MAX_BATCH else "lax"
-        if impl == "patches":
-            y = conv_lib.conv_patches(x, kernel, spec, self.pad_value, self.precision)
-        elif impl == "lax":
-            y = conv_lib.conv_lax(x, kernel, spec, self.pad_value, self.precision)
-        else:
-            raise ValueError(f"conv={self.conv!r}: valid: {', '.join(CONV_IMPLS)}")
-        return y + bias
+    def init(self, key) -> dict:
+        kernel = uniform_fan_in(self.fan_in)(key, self.kernel_shape)
+        if self.mask is not None:
+            kernel = kernel * self.mask
+        return {"kernel": kernel, "bias": jnp.full(self.bias_shape, self.bias_init, jnp.float32)}
 
 
 class Net1989(nn.Module):
     """The 1989 network; the attributes are the switches of the later ablations.
 
+    Called as ``apply({'params': p}, images (B, 16, 16, 1), train=bool, rngs={'dropout': key})``
+    -> (B, 10) scores; dropout needs the ``dropout`` rng when ``train``.
+
     Attributes:
-      activation: hidden-layer nonlinearity, ``tanh`` (1989) or ``relu``.
-      output_activation: ``tanh`` (1989, for MSE on +-1 targets) or ``linear``
-        (logits, for cross-entropy).
+      activation: hidden-layer nonlinearity, ``tanh`` (1989), ``relu`` or ``scaled_tanh``.
+      output_activation: ``tanh`` (1989, for MSE on +-1 targets), ``linear``
+        (logits, for cross-entropy) or ``scaled_tanh``.
       dropout_rate: dropout on the input of H3 (the flattened H2), train only.
       output_bias_init: initial output bias (-1 in 1989).
       hidden_pad_value: what H1 is padded with before H2. Karpathy pads with -1
         whatever the activation; 0 is the cleaner choice for ReLU.
-      conv: ``auto`` | ``patches`` | ``lax``: how the convolutions are computed.
+      conv: ``auto`` | ``patches`` | ``lax``: how the convolutions are computed
+        (the same function; ``auto`` picks by batch size).
       width: scales the feature maps of H1 and H2 (12 -> 12 w, in three blocks
         of 4 w) and the H3 units (30 -> round(30 w)); the topology, the
         initialisation rule and the 8-of-12 proportions stay (:func:`h2_inputs`).
@@ -122,7 +127,6 @@ class Net1989(nn.Module):
     output_bias_init: float = -1.0
     hidden_pad_value: float = -1.0
     conv: str = "auto"
-    precision: str = "highest"
     width: float = 1.0
 
     @property
@@ -142,80 +146,107 @@ class Net1989(nn.Module):
     def h3_units(self) -> int:
         return max(1, round(30 * self.width))
 
-    @property
-    def dropout_size(self) -> int:
-        """Units that dropout acts on: the flattened H2 (4 x 4 x 12 in 1989)."""
-        return 4 * 4 * self.maps
+    def layers(self) -> tuple[Layer, ...]:
+        """H1, H2, H3 and the output, in order: what ``__call__`` applies."""
+        act, maps = ACTIVATIONS[self.activation], self.maps
+        mask2 = conv_lib.connection_mask(maps, maps, h2_inputs(self.block))
+        s1 = conv_lib.out_size(16)
+        s2 = conv_lib.out_size(s1)
+
+        def conv_linear(pad_value, mask=None):
+            def linear(p, x, squared=False):
+                # a select, not a product with the mask: on a CPU the product costs ~10 us per step
+                kernel = p["kernel"] if mask is None else jnp.where(mask > 0, p["kernel"], 0.0)
+                return conv_lib.conv(x, kernel, pad_value**2 if squared else pad_value, self.conv) + p["bias"]
+
+            return linear
+
+        h2_conv = conv_linear(self.hidden_pad_value, mask2)
+
+        def h2_linear(p, x, squared=False):  # flattened for the dense layers
+            a = h2_conv(p, x, squared)
+            return a.reshape(a.shape[0], -1)
+
+        def dense_linear(p, x, squared=False):
+            del squared  # no constant input but the bias's
+            return lax.dot_general(x, p["kernel"], (((1,), (1,)), ((), ())), precision=HIGHEST) + p["bias"]
+
+        flat2 = s2 * s2 * maps
+        return (
+            Layer("h1", (maps, 1, 5, 5), (s1, s1, maps), 25, conv_linear(-1.0), act, positions=s1 * s1),
+            Layer("h2", (maps, maps, 5, 5), (s2, s2, maps), 25 * 2 * self.block, h2_linear, act, mask=mask2,
+                  positions=s2 * s2),
+            Layer("h3", (self.h3_units, flat2), (self.h3_units,), flat2, dense_linear, act),
+            Layer("out", (10, self.h3_units), (10,), self.h3_units, dense_linear, OUTPUT_ACTIVATIONS[self.output_activation],
+                  bias_init=self.output_bias_init),
+        )
 
     @nn.compact
-    def __call__(self, x, *, train: bool = False, dropout_keep=None):
-        """x: (batch, 16, 16, 1) grey values, background -1 -> (batch, 10).
-
-        In training, dropout draws from the ``dropout`` rng, unless
-        ``dropout_keep`` (batch, dropout_size) gives the mask (1 keeps, 0 drops) —
-        the training loop draws a whole pass's masks at once, which is faster.
-        """
+    def __call__(self, x, *, train: bool = False):
+        """x: (batch, 16, 16, 1) grey values, background -1 -> (batch, 10)."""
         if x.ndim != 4 or x.shape[1:] != (16, 16, 1):
             raise ValueError(f"Net1989 expects images of shape (batch, 16, 16, 1), got {x.shape}")
-        act = ACTIVATIONS[self.activation]
-        h1 = act(Conv1989(self.maps, ((0,),), -1.0, self.conv, self.precision, name="h1")(x))
-        h2 = act(Conv1989(self.maps, h2_inputs(self.block), self.hidden_pad_value, self.conv, self.precision, name="h2")(h1))
-        h2 = h2.reshape(h2.shape[0], -1)
-        if train and self.dropout_rate > 0 and dropout_keep is not None:
-            h2 = h2 * dropout_keep / (1.0 - self.dropout_rate)
-        else:
-            h2 = nn.Dropout(self.dropout_rate, deterministic=not train)(h2)
-        dense = lambda n, fan_in, name, **kw: nn.Dense(
-            n, kernel_init=uniform_fan_in(fan_in), precision=self.precision, name=name, **kw
-        )
-        h3 = act(dense(self.h3_units, self.dropout_size, "h3")(h2))
-        out = dense(10, self.h3_units, "out", bias_init=nn.initializers.constant(self.output_bias_init))(h3)
-        return OUTPUT_ACTIVATIONS[self.output_activation](out)
+        for layer in self.layers():
+            if layer.name == "h3":  # dropout on the input of H3
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = layer.activation(layer.linear(self.param(layer.name, layer.init), x))
+        return x
 
 
-def init(model: Net1989, key) -> dict:
+def init(model: nn.Module, key) -> dict:
     """Fresh parameters of ``model`` (the ``params`` collection).
 
     Drawn with the non-partitionable threefry (the same numbers inside or
     outside jit): on a CPU its programs compile about 3x faster.
     """
     with jax.threefry_partitionable(False):
-        return model.init(key, jnp.zeros((1, 16, 16, 1)))["params"]
+        return model.init({"params": key}, jnp.zeros((1, 16, 16, 1)), train=False)["params"]
 
 
-def abstract_params(model: Net1989 | None = None) -> dict:
-    """Parameter shapes of ``model`` without computing anything."""
+def abstract_params(model: nn.Module | None = None) -> dict:
+    """Parameter shapes of ``model`` (default: the 1989 network) without computing anything."""
     model = Net1989() if model is None else model
     return jax.eval_shape(lambda k: init(model, k), jax.random.PRNGKey(0))
 
 
-def layer_table(params=None) -> list[dict]:
-    """Per layer, from a parameter tree: units, fan-in, parameters, multiply-accumulates per digit.
+def _size(tree) -> int:
+    return sum(int(np.prod(np.shape(a))) for a in jax.tree.leaves(tree))
 
-    A convolution's MACs are its kernel size times its output positions; a
-    dense layer's, its kernel size. Units are the layer's biases (untied in
-    the convolutions, so one per unit).
+
+def layer_table(params: Any = None, model: nn.Module | None = None) -> list[dict]:
+    """Per top-level entry of a parameter tree: its parameters, and for :class:`Net1989`
+    layers also units, fan-in and multiply-accumulates per digit.
+
+    Without ``params``, the 1989 network's. For a :class:`Net1989` (``model``,
+    or the default when ``params`` is None) a kernel's structural zeros (H2's
+    unconnected maps) are not parameters and do no multiply-adds; for any
+    other module every array entry counts.
     """
-    params = abstract_params() if params is None else params
+    if params is None:
+        model = Net1989() if model is None else model
+        params = abstract_params(model)
+    layers = {l.name: l for l in model.layers()} if isinstance(model, Net1989) else {}
     rows = []
-    for name, layer in params.items():
-        kernel, bias = layer["kernel"], layer["bias"]
-        units, features = int(np.prod(bias.shape)), kernel.shape[-1]
-        n_kernel = int(np.prod(kernel.shape))
-        rows.append(dict(
-            layer=name, units=units, fan_in=n_kernel // features,
-            params=n_kernel + units, macs=n_kernel * (units // features),
-        ))
+    for name, tree in params.items():
+        layer = layers.get(name)
+        if layer is None:
+            rows.append(dict(layer=name, params=_size(tree)))
+            continue
+        kernel = int(layer.mask.sum()) if layer.mask is not None else int(np.prod(layer.kernel_shape))
+        units = int(np.prod(layer.bias_shape))
+        rows.append(dict(layer=name, units=units, fan_in=layer.fan_in, params=kernel + units, macs=kernel * layer.positions))
     return rows
 
 
-def count_params(params=None) -> dict[str, int]:
-    """Parameters per layer, plus ``total`` (9,760 for the 1989 network)."""
-    rows = layer_table(params)
+def count_params(params: Any = None, model: nn.Module | None = None) -> dict[str, int]:
+    """Parameters per top-level entry, plus ``total`` (9,760 for the 1989 network)."""
+    rows = layer_table(params, model)
     return {r["layer"]: r["params"] for r in rows} | {"total": sum(r["params"] for r in rows)}
 
 
-def count_macs(params=None) -> dict[str, int]:
-    """Multiply-accumulates per digit per layer, plus ``total`` (63,660)."""
-    rows = layer_table(params)
+def count_macs(params: Any = None, model: nn.Module | None = None) -> dict[str, int] | None:
+    """Multiply-accumulates per digit per layer, plus ``total`` (63,660); None for other modules."""
+    rows = layer_table(params, model)
+    if not all("macs" in r for r in rows):
+        return None
     return {r["layer"]: r["macs"] for r in rows} | {"total": sum(r["macs"] for r in rows)}

@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lecun_jax import reporting  # noqa: E402
+from lecun_jax import data, reporting  # noqa: E402
 
 SPLIT_STYLE = {"train": "tab:blue", "test": "tab:orange"}
 
@@ -56,7 +56,7 @@ def curves(records: list[dict], path: Path, title: str = "") -> Path:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: Path, limit: int = 120) -> Path:
@@ -74,7 +74,7 @@ def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     fig.suptitle(f"misclassified test digits: {len(np.flatnonzero(predicted != labels))} of {len(labels)} "
                  f"(true→predicted){'; first ' + str(limit) if len(wrong) == limit else ''}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path) -> Path:
@@ -93,7 +93,7 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path) -> Path:
     ax.set_yticks(range(10))
     ax.set_title(f"test confusion ({int(np.trace(m))} of {m.sum()} right)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ablation_chart(rows: list[dict], path: Path, title: str = "") -> Path:
@@ -121,10 +121,11 @@ def ablation_chart(rows: list[dict], path: Path, title: str = "") -> Path:
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Writes ``fig`` to ``path`` (whole, then renamed) and closes it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -136,19 +137,15 @@ def _save(fig, path: Path) -> Path:
 
 def write_run(workdir: str | Path) -> list[Path]:
     """The plots of a finished (or interrupted) run, into ``workdir/plots``."""
-    from lecun_jax import experiment
-
     workdir = Path(workdir)
-    out_dir = workdir / experiment.PLOTS
+    out_dir = workdir / reporting.PLOTS
     records = reporting.read_jsonl(workdir / reporting.METRICS)
     config = json.loads((workdir / reporting.CONFIG).read_text())
     written = [curves(records, out_dir / "curves.png", title=f"{workdir.name}: {config['data']['name']}")]
-    if (workdir / experiment.TEST_OUTPUTS).exists():
-        with np.load(workdir / experiment.TEST_OUTPUTS) as z:
+    if (workdir / reporting.TEST_OUTPUTS).exists():
+        with np.load(workdir / reporting.TEST_OUTPUTS) as z:
             outputs, labels = z["outputs"], z["labels"]
         predicted = outputs[0].argmax(axis=-1)
-        from lecun_jax import data
-
         d = config["data"]
         if d["name"] == "mnist":  # tested on mnist1989's test digits
             images = data.load("mnist1989", data_dir=d["tfds_dir"]).test.images
@@ -160,10 +157,8 @@ def write_run(workdir: str | Path) -> list[Path]:
 
 
 def write_sweep(workdir: str | Path) -> Path:
-    from lecun_jax import sweep
-
     workdir = Path(workdir)
-    rows = json.loads((workdir / sweep.SWEEP_JSON).read_text())["rows"]
+    rows = json.loads((workdir / reporting.SWEEP_JSON).read_text())["rows"]
     return ablation_chart(rows, workdir / "ablations.png")
 
 
@@ -171,10 +166,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m lecun_jax.plots WORKDIR  (a run's or a sweep's)", file=sys.stderr)
         return 2
-    from lecun_jax import sweep
-
     workdir = Path(argv[1])
-    if (workdir / sweep.SWEEP_JSON).exists():
+    if (workdir / reporting.SWEEP_JSON).exists():
         paths = [write_sweep(workdir)]
     elif (workdir / reporting.METRICS).exists():
         paths = write_run(workdir)

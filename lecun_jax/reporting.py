@@ -8,6 +8,14 @@ Workdir layout::
     params.npz      final parameters, keys like "h1/kernel" (a leading replica
                     axis when num_seeds > 1)
     summary.json    final metrics, wall/compile/train time, device, versions
+    test_outputs.npz  the final networks' outputs on the test split
+    checkpoints/    training state, for resuming (orbax)
+    tensorboard/    event files
+    plots/          PNGs (lecun_jax.plots)
+
+A sweep's workdir holds ``table.md``, ``table.csv`` and ``sweep.json`` beside
+its runs. The names are defined here, at the bottom of the package, so that
+every module reads the same ones.
 
 Every file is written whole to a temporary name and renamed into place, so a
 reader (or a crash) never sees half a file.
@@ -24,6 +32,8 @@ from typing import Any, Iterable
 import numpy as np
 
 CONFIG, METRICS, PARAMS, SUMMARY = "config.json", "metrics.jsonl", "params.npz", "summary.json"
+TEST_OUTPUTS, CHECKPOINTS, TENSORBOARD, PLOTS = "test_outputs.npz", "checkpoints", "tensorboard", "plots"
+TABLE_MD, TABLE_CSV, SWEEP_JSON = "table.md", "table.csv", "sweep.json"  # a sweep's
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -27,7 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lecun_jax import reporting, sweep  # noqa: E402
+from lecun_jax import reporting  # noqa: E402
+from lecun_jax.plots import save_figure  # noqa: E402
 
 CSV = "scaling.csv"
 
@@ -35,7 +36,7 @@ CSV = "scaling.csv"
 def collect(workdir: str | Path) -> list[dict]:
     """One record per finished run of the sweep in ``workdir``."""
     workdir = Path(workdir)
-    rows = json.loads((workdir / sweep.SWEEP_JSON).read_text())["rows"]
+    rows = json.loads((workdir / reporting.SWEEP_JSON).read_text())["rows"]
     out = []
     for r in rows:
         run = Path(r["workdir"])
@@ -69,8 +70,6 @@ def write_csv(records: list[dict], path: Path) -> Path:
 
 
 def plots(records: list[dict], workdir: Path) -> list[Path]:
-    from lecun_jax.plots import _save
-
     sizes = sorted({r["train_size"] for r in records})
     widths = sorted({r["width"] for r in records})
     grid = np.full((len(widths), len(sizes)), np.nan)
@@ -91,7 +90,7 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
     ax.set_ylabel("width (1 = the 1989 network)")
     ax.set_title(f"test error %, mean over seeds ({dataset}, modern recipe)")
     fig.colorbar(im, ax=ax)
-    written.append(_save(fig, workdir / "scaling_heatmap.png"))
+    written.append(save_figure(fig, workdir / "scaling_heatmap.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for w in widths:
@@ -102,7 +101,7 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
     _log_axes(ax, "training digits", f"data scaling per model size ({dataset})")
     ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    written.append(_save(fig, workdir / "scaling_size.png"))
+    written.append(save_figure(fig, workdir / "scaling_size.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for w in widths:
@@ -114,7 +113,7 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
             ax.scatter([r["training_macs_per_network"]], [r["test_error_mean"]], s=180, facecolors="none",
                        edgecolors="red", linewidths=2, zorder=5, label="the 1989 network, 7,291 digits")
     _log_axes(ax, "training compute per network (multiply-accumulates)", f"error against compute ({dataset})")
-    written.append(_save(fig, workdir / "scaling_compute.png"))
+    written.append(save_figure(fig, workdir / "scaling_compute.png"))
     return written
 
 

@@ -28,15 +28,11 @@ With h = 0 and mu = 1 the step is plain SGD.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-
-from lecun_jax import conv as conv_lib
-from lecun_jax import model as model_lib
 
 ESTIMATORS = ("becker_lecun", "exact_ggn")
 
@@ -97,27 +93,16 @@ def exact_ggn(apply_fn: Callable, loss_fn: Callable, params, images, labels):
     return jax.tree.map(lambda t: jnp.mean(t, axis=0), jax.vmap(one)(images, labels))
 
 
-@dataclasses.dataclass(frozen=True)
-class Layer:
-    """One layer for :func:`becker_lecun`: ``a = linear(p, x, squared)``, then ``x' = activation(a)``.
-
-    ``linear`` must be linear in each of p and x (a bias is a weight on a
-    constant input 1); ``squared=True`` asks for the map on squared values,
-    i.e. with constant inputs such as the padding squared too.
-    """
-
-    name: str
-    linear: Callable[[Any, jax.Array, bool], jax.Array]
-    activation: Callable[[jax.Array], jax.Array]
-
-
 def _slope(f: Callable, a: jax.Array) -> jax.Array:
     """f'(a) of an elementwise function."""
     return jax.jvp(f, (a,), (jnp.ones_like(a),))[1]
 
 
-def becker_lecun(layers: list[Layer], loss_fn: Callable, params: dict, images, labels):
+def becker_lecun(layers, loss_fn: Callable, params: dict, images, labels):
     """Mean over examples of the Becker-LeCun diagonal, layer by layer.
+
+    ``layers``: ``lecun_jax.model.Layer`` s, each ``a = linear(p, x)``, ``x' = activation(a)``,
+    ``linear(p, x, squared=True)`` the same map on squared values.
 
     For each unit i with a_i = sum_j w_ij x_j and x_i = f(a_i):
 
@@ -131,7 +116,7 @@ def becker_lecun(layers: list[Layer], loss_fn: Callable, params: dict, images, l
     """
     xs, pre = [images], []
     for layer in layers:
-        pre.append(layer.linear(params[layer.name], xs[-1], False))
+        pre.append(layer.linear(params[layer.name], xs[-1]))
         xs.append(layer.activation(pre[-1]))
     d2 = jax.vmap(lambda o, y: jnp.diag(loss_curvature(loss_fn, o, y)))(xs[-1], labels)
     out = {}
@@ -139,50 +124,28 @@ def becker_lecun(layers: list[Layer], loss_fn: Callable, params: dict, images, l
         layer = layers[i]
         d2_a = _slope(layer.activation, pre[i]) ** 2 * d2
         squared_params = jax.tree.map(jnp.square, params[layer.name])
-        _, vjp = jax.vjp(lambda p, x: layer.linear(p, x, True), squared_params, jnp.square(xs[i]))
+        _, vjp = jax.vjp(lambda p, x: layer.linear(p, x, squared=True), squared_params, jnp.square(xs[i]))
         out[layer.name], d2 = vjp(d2_a)
     batch = images.shape[0]
     return jax.tree.map(lambda t: t / batch, out)
 
 
-def net1989_layers(model: model_lib.Net1989) -> list[Layer]:
-    """The 1989 network as :class:`Layer` s (its forward pass, written layer by layer)."""
-    act = model_lib.ACTIVATIONS[model.activation]
-    out_act = model_lib.OUTPUT_ACTIVATIONS[model.output_activation]
+def estimator(name: str, model, loss_fn: Callable) -> Callable:
+    """``estimate(params, images, labels) -> diag`` (shaped like params) for ``model``.
 
-    def conv_layer(name, spec_of, pad_value):
-        def linear(p, x, squared):
-            pad = pad_value**2 if squared else pad_value
-            y = conv_lib.conv_lax(x, p["kernel"], spec_of(x), pad, model.precision) + p["bias"]
-            return y
-
-        return Layer(name, linear, act)
-
-    def h2_linear(p, x, squared):  # H2, flattened for the dense layers
-        pad = model.hidden_pad_value**2 if squared else model.hidden_pad_value
-        spec = conv_lib.ConvSpec(x.shape[1], x.shape[-1], p["kernel"].shape[-1], model_lib.h2_inputs(model.block))
-        y = conv_lib.conv_lax(x, p["kernel"], spec, pad, model.precision) + p["bias"]
-        return y.reshape(y.shape[0], -1)
-
-    def dense(p, x, squared):
-        del squared
-        return jnp.dot(x, p["kernel"], precision=model.precision) + p["bias"]
-
-    return [
-        conv_layer("h1", lambda x: conv_lib.ConvSpec(x.shape[1], 1, model.maps, ((0,),)), -1.0),
-        Layer("h2", h2_linear, act),
-        Layer("h3", dense, act),
-        Layer("out", dense, out_act),
-    ]
-
-
-def estimator(name: str, model: model_lib.Net1989, loss_fn: Callable) -> Callable:
-    """``estimate(params, images, labels) -> diag`` (shaped like params) of the Net1989 model."""
+    ``becker_lecun`` walks the layers the module itself applies
+    (:meth:`lecun_jax.model.Net1989.layers`); ``exact_ggn`` needs only
+    ``model.apply`` and so serves any module.
+    """
     if name == "becker_lecun":
-        layers = net1989_layers(model)
+        if not hasattr(model, "layers"):
+            raise ValueError(
+                f"optimizer.sdlm_estimator=becker_lecun needs a module with layers() like Net1989, "
+                f"not {type(model).__name__}; valid for any module: exact_ggn"
+            )
+        layers = model.layers()
         return lambda params, images, labels: becker_lecun(layers, loss_fn, params, images, labels)
     if name == "exact_ggn":
-        reference = dataclasses.replace(model, conv="lax", dropout_rate=0.0)
-        apply = lambda p, x: reference.apply({"params": p}, x)
+        apply = lambda p, x: model.apply({"params": p}, x, train=False)
         return lambda params, images, labels: exact_ggn(apply, loss_fn, params, images, labels)
     raise ValueError(f"optimizer.sdlm_estimator={name!r}: valid: {', '.join(ESTIMATORS)}")

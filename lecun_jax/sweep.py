@@ -30,10 +30,9 @@ import numpy as np
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import reporting
-from lecun_jax import experiment
+from lecun_jax import experiment, reporting
 
-TABLE_MD, TABLE_CSV, SWEEP_JSON = "table.md", "table.csv", "sweep.json"
+TABLE_MD, TABLE_CSV, SWEEP_JSON = reporting.TABLE_MD, reporting.TABLE_CSV, reporting.SWEEP_JSON
 
 
 def parse_grid(grid: str) -> list[dict[str, Any]]:

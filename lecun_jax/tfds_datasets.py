@@ -3,7 +3,7 @@
 ``mnist1989`` and ``usps`` are prepared as ``array_record`` and read with
 ``tfds.data_source``, which needs no TensorFlow::
 
-    import lecun_jax  # registers the builders
+    import lecun_jax.tfds_datasets  # registers the builders (lecun_jax.data.load does it itself)
     import tensorflow_datasets as tfds
     ds = tfds.data_source('usps', builder_kwargs={'file_format': 'array_record'})
     ds['train'][0]  # {'image': float32 (16, 16, 1), 'label': 6, 'index': 0}
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lecun_jax import data
+from lecun_jax import sources
 
 _CITATION_1989 = """@article{lecun1989backpropagation,
   title={Backpropagation Applied to Handwritten Zip Code Recognition},
@@ -52,14 +52,14 @@ class SourceConfig(tfds.core.BuilderConfig):
 
 
 SHIPPED = SourceConfig(name="shipped", description="the exact source pixels shipped inside lecun_jax")
-DOWNLOAD = SourceConfig(name="download", description="the official MNIST files, downloaded", url=data.MNIST_URL)
+DOWNLOAD = SourceConfig(name="download", description="the official MNIST files, downloaded", url=sources.MNIST_URL)
 
 
 def _features(extra: dict) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(
         {
-            "image": tfds.features.Tensor(shape=data.IMAGE_SHAPE, dtype=np.float32),
-            "label": tfds.features.ClassLabel(num_classes=data.NUM_CLASSES),
+            "image": tfds.features.Tensor(shape=sources.IMAGE_SHAPE, dtype=np.float32),
+            "label": tfds.features.ClassLabel(num_classes=sources.NUM_CLASSES),
             "index": np.int32,
             **extra,
         }
@@ -103,7 +103,7 @@ class Mnist1989(_Builder1989):
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass config=source_config('mnist1989', DIR), DIR holding the MNIST IDX .gz files."
     DESCRIPTION = (
-        f"7,291 digits drawn without replacement (seed {data.MNIST1989_SEED}) from the first 10,000 MNIST "
+        f"7,291 digits drawn without replacement (seed {sources.MNIST1989_SEED}) from the first 10,000 MNIST "
         "training digits and 2,007 from the 10,000 test digits; resized 28->16 like torch's bilinear "
         "interpolate (align_corners=False, no antialias); scaled x/127.5 - 1. MNIST is CC BY-SA 3.0 "
         "(LeCun, Cortes, Burges)."
@@ -113,8 +113,8 @@ class Mnist1989(_Builder1989):
     EXTRA_FEATURES = {"source_index": np.int32}
 
     def _read(self, config, download_dir):
-        src = data.mnist1989_source(config.source_dir)
-        return {s: (data.resize_mnist(x), y, {"source_index": i}) for s, (x, y, i) in src.items()}
+        src = sources.mnist1989_source(config.source_dir)
+        return {s: (sources.resize_mnist(x), y, {"source_index": i}) for s, (x, y, i) in src.items()}
 
 
 class Usps(_Builder1989):
@@ -130,7 +130,7 @@ class Usps(_Builder1989):
     CITATION = _CITATION_1989
 
     def _read(self, config, download_dir):
-        return {s: (x, y, {}) for s, (x, y) in data.usps_source(config.source_dir).items()}
+        return {s: (x, y, {}) for s, (x, y) in sources.usps_source(config.source_dir).items()}
 
 
 class Mnist16(_Builder1989):
@@ -148,18 +148,18 @@ class Mnist16(_Builder1989):
     EXTRA_FEATURES = {"source_index": np.int32}
 
     def _read(self, config, download_dir):
-        src = data.mnist_source(config.source_dir, config.url or data.MNIST_URL, Path(download_dir) / "mnist16")
+        src = sources.mnist_source(config.source_dir, config.url or sources.MNIST_URL, Path(download_dir) / "mnist16")
         return {
-            s: (data.resize_mnist(x), y, {"source_index": np.arange(len(y), dtype=np.int32)})
+            s: (sources.resize_mnist(x), y, {"source_index": np.arange(len(y), dtype=np.int32)})
             for s, (x, y) in src.items()
         }
 
 
 BUILDERS = {"mnist1989": Mnist1989, "usps": Usps, "mnist16": Mnist16}
 _SOURCE_FILES = {
-    "mnist1989": [f for pair in data.MNIST_FILES.values() for f in pair],
-    "mnist16": [f for pair in data.MNIST_FILES.values() for f in pair],
-    "usps": list(data.USPS_FILES.values()),
+    "mnist1989": [f for pair in sources.MNIST_FILES.values() for f in pair],
+    "mnist16": [f for pair in sources.MNIST_FILES.values() for f in pair],
+    "usps": list(sources.USPS_FILES.values()),
 }
 
 
@@ -173,20 +173,20 @@ def source_config(name: str, source_dir: str | os.PathLike | None, url: str | No
     if source_dir is None:
         if name != "mnist16":
             return SHIPPED
-        if url in (None, data.MNIST_URL):
+        if url in (None, sources.MNIST_URL):
             return DOWNLOAD
         return SourceConfig(
             name=f"url-{hashlib.sha256(url.encode()).hexdigest()[:12]}", description=f"downloaded from {url}", url=url
         )
     source_dir = Path(source_dir).expanduser().resolve()
     if not source_dir.is_dir():
-        raise data.DataError(f"{source_dir}: directory not found (data.source_dir must hold the official {name} files)")
+        raise sources.DataError(f"{source_dir}: directory not found (data.source_dir must hold the official {name} files)")
     h = hashlib.sha256()
     for f in _SOURCE_FILES[name]:
         path = source_dir / f
         if not path.is_file():
-            raise data.DataError(f"{path}: file not found (the {name} source needs {', '.join(_SOURCE_FILES[name])})")
-        h.update(data.sha256(path).encode())
+            raise sources.DataError(f"{path}: file not found (the {name} source needs {', '.join(_SOURCE_FILES[name])})")
+        h.update(sources.sha256(path).encode())
     return SourceConfig(
         name=f"dir-{h.hexdigest()[:12]}",
         description=f"prepared from the files in {source_dir}",

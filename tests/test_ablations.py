@@ -95,14 +95,26 @@ def test_dropout_is_off_at_eval_and_scales_in_training():
     a = train.make_evaluate(with_dropout, losses.mse, 64)(params, x, y)
     b = train.make_evaluate(without, losses.mse, 64)(params, x, y)
     assert float(a["loss"]) == float(b["loss"]) and int(a["misses"]) == int(b["misses"])
-    # a mask of ones keeps every unit, scaled by 1/(1 - rate): the same as rate 0 with H2 scaled by 4/3
-    keep = jnp.ones((64, 192))
-    out = with_dropout.apply({"params": params}, x, train=True, dropout_keep=keep)
-    zero_keep = with_dropout.apply({"params": params}, x, train=True, dropout_keep=jnp.zeros((64, 192)))
-    scaled = jax.tree.map(lambda v: v, params)
-    scaled["h3"] = {"kernel": params["h3"]["kernel"] * 4 / 3, "bias": params["h3"]["bias"]}
-    np.testing.assert_allclose(out, without.apply({"params": scaled}, x), atol=1e-5)
-    assert np.allclose(zero_keep, zero_keep[0])  # nothing of the digit gets through H3
+    # in training, dropout zeroes about a quarter of H3's 192 inputs and scales the rest by 1/(1 - rate)
+    rngs = {"dropout": jax.random.PRNGKey(2)}
+    out, state = with_dropout.apply({"params": params}, x, train=True, rngs=rngs, capture_intermediates=True)
+    dropped_in = state["intermediates"]["Dropout_0"]["__call__"][0]  # H3's input after dropout
+    h2 = x
+    for layer in without.layers()[:2]:
+        h2 = layer.activation(layer.linear(params[layer.name], h2))
+    assert h2.shape == dropped_in.shape == (64, 192) and np.all(np.asarray(h2) != 0)
+    zeroed = np.asarray(dropped_in) == 0
+    assert 0.22 < zeroed.mean() < 0.28  # 12,288 draws: the std of the fraction is 0.004
+    np.testing.assert_allclose(np.asarray(dropped_in)[~zeroed], np.asarray(h2 / 0.75)[~zeroed], rtol=1e-6)
+    # and H3 and the output see exactly that
+    h3, o = without.layers()[2:]
+    expected = o.activation(o.linear(params["out"], h3.activation(h3.linear(params["h3"], dropped_in))))
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    # other keys drop other units; every unit dropped leaves nothing of the digit to H3
+    again = with_dropout.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.PRNGKey(3)})
+    assert not np.allclose(out, again)
+    all_dropped = M.Net1989(dropout_rate=1.0).apply({"params": params}, x, train=True, rngs=rngs)
+    assert np.allclose(all_dropped, all_dropped[0])
 
 
 def test_adamw_matches_torchs_update_by_hand():

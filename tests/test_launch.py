@@ -48,8 +48,9 @@ def test_one_pass_run_writes_the_workdir(one_pass):
     # the printed line and the record agree
     assert f"misses: {records[1]['misses']}" in result.stdout
     with np.load(workdir / "params.npz") as z:
-        assert sum(z[k].size for k in z.files) == 9760
-        assert z["h2/kernel"].shape == (5, 5, 8, 12)
+        assert z["h2/kernel"].shape == (12, 12, 5, 5)  # dense, (out, in, 5, 5); a third structural zeros
+        assert sum(z[k].size for k in z.files) == 9760 + 1200
+        assert sum(z[k].size for k in z.files if k != "h2/kernel") + int(np.sum(z["h2/kernel"] != 0)) == 9760
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["final"]["test"]["misses"] == records[1]["misses"]
     assert summary["time"]["wall_s"] > summary["time"]["compile_s"] > 0

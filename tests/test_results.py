@@ -70,7 +70,7 @@ def test_load_run_gives_config_params_and_metrics(short_run):
     workdir, summary = short_run
     run = lecun_jax.load_run(workdir)
     assert run.config.data.train_size == 300 and run.summary == summary
-    assert lecun_jax.model.count_params(run.params)["total"] == 9760
+    assert lecun_jax.model.count_params(run.params, run.model)["total"] == 9760
     assert run.final("test")["misses"] == summary["final"]["test"]["misses"]
     # the model it returns, on the saved parameters, gives the saved test outputs
     ds = run.dataset()

@@ -27,28 +27,34 @@ def test_width_scales_maps_and_units_and_keeps_the_rule(width):
     model = M.Net1989(width=width)
     params = M.init(model, jax.random.PRNGKey(0))
     want = by_formula(width)
-    assert M.count_params(params) == want | {"total": sum(want.values())}
+    assert M.count_params(params, model) == want | {"total": sum(want.values())}
     maps = round(12 * width)
-    assert M.count_macs(params)["h2"] == 4 * 4 * maps * 25 * (2 * maps // 3)
+    assert M.count_macs(params, model)["h2"] == 4 * 4 * maps * 25 * (2 * maps // 3)
+    # H2's kernel is stored dense: a third of it (the unconnected maps) is structural zeros
+    k2 = np.asarray(params["h2"]["kernel"])
+    assert k2.shape == (maps, maps, 5, 5) and np.sum(k2 != 0) == 25 * maps * (2 * maps // 3)
     # the initialisation rule: U(+-2.4/sqrt(fan-in)) with the scaled fan-ins
     for layer, fan_in in {"h1": 25, "h2": 25 * (2 * maps // 3), "h3": 16 * maps, "out": round(30 * width)}.items():
         w = np.asarray(params[layer]["kernel"])
+        w = w[w != 0] if layer == "h2" else w
         assert np.abs(w).max() <= 2.4 / np.sqrt(fan_in) and np.abs(w).max() > 0.8 * 2.4 / np.sqrt(fan_in)
     assert model.apply({"params": params}, np.zeros((2, 16, 16, 1), np.float32)).shape == (2, 10)
 
 
 def test_width_1_is_the_1989_network():
     assert M.h2_inputs(M.Net1989().block) == M.H2_INPUTS
-    assert M.count_params(M.abstract_params(M.Net1989(width=1.0)))["total"] == 9760
+    net = M.Net1989(width=1.0)
+    assert M.count_params(M.abstract_params(net), net)["total"] == 9760
 
 
 def test_width_2_connection_table_by_gradients():
     model = M.Net1989(width=2)
     params = M.init(model, jax.random.PRNGKey(0))
-    h2 = M.Conv1989(24, M.h2_inputs(8), -1.0, "patches", name="h2")
+    h2 = M.Net1989(width=2, conv="patches").layers()[1]
+    dense = {"kernel": jax.numpy.ones_like(params["h2"]["kernel"]), "bias": params["h2"]["bias"]}  # the mask must cut
     h1 = jax.random.normal(jax.random.PRNGKey(1), (1, 8, 8, 24))
     for o, blocks in ((0, (0, 1)), (8, (1, 2)), (16, (0, 2))):  # groups of 8 maps see blocks A+B, B+C, A+C
-        g = jax.grad(lambda x: h2.apply({"params": params["h2"]}, x)[..., o].sum())(h1)
+        g = jax.grad(lambda x: h2.linear(dense, x).reshape(1, 4, 4, 24)[..., o].sum())(h1)
         seen = np.abs(np.asarray(g)).sum(axis=(0, 1, 2)) > 0
         want = np.zeros(24, bool)
         for b in blocks:
@@ -102,7 +108,8 @@ def test_scaling_config_is_the_issue_grid():
 def test_speedrun_is_the_1989_network_on_mnist1989_over_5_seeds():
     c = config_lib.load_file(REPO / "configs" / "speedrun.py")
     assert (c.data.name, c.model.width, c.num_seeds, c.data.train_size) == ("mnist1989", 1.0, 5, None)
-    assert M.count_params(M.abstract_params(train.make_model(c)))["total"] == 9760
+    model = train.make_model(c)
+    assert M.count_params(M.abstract_params(model), model)["total"] == 9760
     assert (c.train.batch_size, c.optimizer.name, c.optimizer.learning_rate, c.train.passes) == (4, "adamw", 2e-3, 80)
     assert c.train.eval_every == c.train.passes  # only the final pass is evaluated
     with pytest.raises(ValueError, match="mnist1989 only"):

@@ -1,5 +1,8 @@
 """The paper's optimiser: the SDLM transformation and its two curvature estimators."""
 
+import dataclasses
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +10,7 @@ import optax
 import pytest
 
 from lecun_jax import config as config_lib
+from lecun_jax import conv as conv_lib
 from lecun_jax import losses, sdlm, train
 from lecun_jax import model as M
 from conftest import REPO
@@ -14,7 +18,16 @@ from conftest import REPO
 MSE = losses.mse  # mean over outputs of (o - t)^2, targets +-1
 
 
-def _dense(p, x, squared):
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """What becker_lecun needs of a layer (as lecun_jax.model.Layer has it)."""
+
+    name: str
+    linear: Callable  # linear(p, x, squared=False)
+    activation: Callable
+
+
+def _dense(p, x, squared=False):
     del squared
     return x @ p["w"] + p["b"]
 
@@ -72,7 +85,7 @@ def test_becker_lecun_by_hand_on_two_layers():
     d2_h = (w2**2) @ d2_a2  # drop off-diagonal terms
     d2_a1 = (1 - h**2) ** 2 * d2_h
     want_w1, want_b1 = np.outer(x**2, d2_a1), d2_a1
-    layers = [sdlm.Layer("l1", lambda p, x, s: _dense(p, x, s), jnp.tanh), sdlm.Layer("l2", lambda p, x, s: _dense(p, x, s), jnp.tanh)]
+    layers = [Layer("l1", _dense, jnp.tanh), Layer("l2", _dense, jnp.tanh)]
     params = {"l1": {"w": jnp.asarray(w1), "b": jnp.asarray(b1)}, "l2": {"w": jnp.asarray(w2), "b": jnp.asarray(b2)}}
     got = sdlm.becker_lecun(layers, MSE, params, jnp.asarray(x)[None], jnp.array([0]))
     np.testing.assert_allclose(got["l2"]["w"], want_w2, rtol=1e-5)
@@ -87,7 +100,7 @@ def test_becker_lecun_by_hand_on_two_layers():
 
 def test_a_shared_weight_sums_its_connections():
     # one weight w used twice: a_1 = w x_1, a_2 = w x_2 (a 1-D "convolution"); linear outputs, MSE over 2
-    layer = sdlm.Layer("c", lambda p, x, s: x * p["w"], lambda a: a)
+    layer = Layer("c", lambda p, x, squared=False: x * p["w"], lambda a: a)
     x = jnp.array([[0.5, -2.0]])
     got = sdlm.becker_lecun([layer], MSE, {"c": {"w": jnp.array(0.7)}}, x, jnp.array([0]))
     assert float(got["c"]["w"]) == pytest.approx(0.5**2 * 1.0 + 2.0**2 * 1.0)  # x_j^2 * d2E/da^2, summed
@@ -97,18 +110,24 @@ def test_net1989_estimators_agree_where_they_must(mnist1989):
     model = M.Net1989()
     params = M.init(model, jax.random.PRNGKey(0))
     x, y = mnist1989.train.images[:8], mnist1989.train.labels[:8]
-    layers = sdlm.net1989_layers(model)
     out = x
-    for layer in layers:  # the layer-by-layer forward is the model's
-        out = layer.activation(layer.linear(params[layer.name], out, False))
+    for layer in model.layers():  # the layer-by-layer forward is the model's
+        out = layer.activation(layer.linear(params[layer.name], out))
     np.testing.assert_allclose(out, model.apply({"params": params}, x), atol=1e-5)
+    direct = sdlm.becker_lecun(model.layers(), MSE, params, x, y)
     bl = sdlm.estimator("becker_lecun", model, MSE)(params, x, y)
+    jax.tree.map(np.testing.assert_array_equal, bl, direct)
     ggn = sdlm.estimator("exact_ggn", model, MSE)(params, x, y)
     # MSE's Hessian is diagonal, so for the output layer the two are the same number
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9), bl["out"], ggn["out"])
     for layer in ("h1", "h2", "h3"):
         assert all(float(jnp.min(v)) >= 0 for v in jax.tree.leaves(bl[layer]))  # positive, as the paper needs
         assert jax.tree.map(jnp.shape, bl[layer]) == jax.tree.map(jnp.shape, params[layer])
+    # H2's unconnected kernel entries are no parameters: no curvature either
+    unconnected = conv_lib.connection_mask(12, 12, M.H2_INPUTS) == 0
+    for est in (bl, ggn):
+        assert np.all(np.asarray(est["h2"]["kernel"])[unconnected] == 0)
+        assert np.all(np.asarray(est["h2"]["kernel"])[~unconnected] > 0)
     # deeper down, Becker-LeCun drops the cross terms between units that the exact diagonal keeps
     assert not np.allclose(bl["h1"]["kernel"], ggn["h1"]["kernel"], rtol=1e-2)
 

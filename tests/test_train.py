@@ -7,7 +7,10 @@ import pytest
 
 from lecun_jax import config as config_lib
 from lecun_jax import experiment, losses, reporting, train
-from reference import karpathy_forward, mse_1989
+from lecun_jax import model as M
+from reference import cross_entropy, karpathy_forward, mse_1989
+
+STEPS = 40
 
 
 def _setup(config=None):
@@ -18,9 +21,9 @@ def _setup(config=None):
     return config, model, tx, state
 
 
-def _hand_written_sgd(params, images, labels, lr, batch_size=1):
+def _hand_written_sgd(params, images, labels, lr, batch_size=1, forward=karpathy_forward, loss=mse_1989):
     """w <- w - lr * dL/dw, one (mini-)batch at a time in order, on Karpathy's forward."""
-    grad = jax.jit(jax.grad(lambda p, x, y: mse_1989(karpathy_forward(p, x), y)))
+    grad = jax.jit(jax.grad(lambda p, x, y: loss(forward(p, x), y)))
     for start in range(0, len(labels), batch_size):
         g = grad(params, images[start : start + batch_size], labels[start : start + batch_size])
         params = jax.tree.map(lambda w, gw: w - lr * gw, params, g)
@@ -96,3 +99,91 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     experiment.train_and_evaluate(config, tmp_path / "c", echo=lambda s: None, plots=False)
     m3 = reporting.read_jsonl(tmp_path / "c" / reporting.METRICS)
     assert [r["loss"] for r in m3] != [r["loss"] for r in m1]
+
+
+def _data(dataset, n_train, n_test):
+    return {"train_images": dataset.train.images[:n_train], "train_labels": dataset.train.labels[:n_train],
+            "test_images": dataset.test.images[:n_test], "test_labels": dataset.test.labels[:n_test]}
+
+
+def _allclose(a, b, rtol=1e-4, atol=2e-6):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+@pytest.mark.parametrize("variant", ["1989", "relu_ce", "1989_shuffled"])
+def test_a_longer_pass_equals_hand_written_sgd(mnist1989, variant):
+    # STEPS per-digit steps of jax.grad + optax against plain SGD on the independent reference forward;
+    # the ablation's switches (ReLU, linear output, cross-entropy, 0-padding) and the shuffled order too
+    c = config_lib.base()
+    forward, loss = karpathy_forward, mse_1989
+    if variant == "relu_ce":
+        c.model.activation, c.model.output_activation, c.model.hidden_pad_value, c.loss = "relu", "linear", 0.0, "cross_entropy"
+        forward = lambda p, x: karpathy_forward(p, x, act=jax.nn.relu, out_act=lambda a: a, hidden_pad=0.0)
+        loss = cross_entropy
+    shuffle = variant.endswith("shuffled")
+    model, tx = train.make_model(c), train.make_optimizer(c, STEPS)
+    state = train.init_states(c, model, tx)
+    images, labels = mnist1989.train.images[:STEPS], mnist1989.train.labels[:STEPS]
+    train_pass = train.make_train_pass(model, tx, losses.get(c.loss), num_train=STEPS, batch_size=1, shuffle=shuffle)
+    ours = jax.jit(train_pass)(state, images, labels)
+    order = np.arange(STEPS)
+    if shuffle:  # the documented stream: pass p's order from fold_in(fold_in(state rng, p), 0)
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state["rng"], 0), 0), STEPS))
+        assert not np.array_equal(order, np.arange(STEPS))
+    theirs = _hand_written_sgd(state["params"], images[order], labels[order], lr=0.03, forward=forward, loss=loss)
+    _allclose(ours["params"], theirs)
+    # H2's unconnected entries stay exactly zero
+    mask = np.asarray(model.layers()[1].mask)
+    assert np.all(np.asarray(ours["params"]["h2"]["kernel"])[mask == 0] == 0)
+
+
+def test_epoch_of_replicas_equals_each_replica_alone(mnist1989):
+    # num_seeds > 1: the epoch vmaps train pass and evaluation over the replicas; each equals its own run
+    c = config_lib.base()
+    c.num_seeds, n_train, n_test = 3, 60, 300
+    data = _data(mnist1989, n_train, n_test)
+    parts = train.make_parts(c, n_train)
+    assert parts.given == () and isinstance(parts.model, M.Net1989)
+    states = train.init_states(c, parts.model, parts.optimizer)
+    assert states["pass"].shape == (3,)
+    epoch = train.make_epoch(c, parts, n_train, n_test)
+    new, metrics = epoch(states, data)
+    assert metrics["test"]["misses"].shape == (3,) and bool(np.all(metrics["finite"]))
+    train_pass = jax.jit(train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n_train,
+                                               batch_size=1, shuffle=False))
+    evaluate = jax.jit(train.make_evaluate(parts.model, parts.loss, n_test, chunk=128))  # 3 chunks, the last padded
+    together = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))(new["params"], data["test_images"], data["test_labels"])
+    for r in range(3):
+        alone = train_pass(train.init_state(parts.model, parts.optimizer, train.replica_key(c.seed, r)),
+                           data["train_images"], data["train_labels"])
+        _allclose(jax.tree.map(lambda a, r=r: a[r], new["params"]), alone["params"])
+        m = evaluate(alone["params"], data["test_images"], data["test_labels"])
+        assert int(m["misses"]) == int(metrics["test"]["misses"][r]) == int(together["misses"][r])
+        np.testing.assert_allclose(float(m["loss"]), metrics["test"]["loss"][r], rtol=1e-4)
+        outputs = karpathy_forward(alone["params"], data["test_images"])
+        assert int(m["misses"]) == int(np.sum(np.argmax(outputs, -1) != data["test_labels"]))
+    # a pass that is not evaluated reports only finiteness
+    _, bare = train.make_epoch(c, parts, n_train, n_test, evaluate_splits=False)(new, data)
+    assert set(bare) == {"finite"}
+
+
+def test_make_train_is_the_epochs_in_one_function(mnist1989):
+    c = config_lib.base()
+    c.train.passes, n_train, n_test = 2, 50, 200
+    data = jax.device_put(_data(mnist1989, n_train, n_test))  # device arrays, as experiment.device_data gives
+    parts = train.make_parts(c, n_train)
+    run = train.make_train(c, parts, data)
+    state, metrics = jax.jit(run)(train.replica_key(c.seed, 0))
+    assert metrics["test"]["misses"].shape == (2,) and int(state["pass"]) == 2
+    epoch = train.make_epoch(c, parts, n_train, n_test)
+    s = train.init_states(c, parts.model, parts.optimizer)
+    for p in range(2):
+        s, m = epoch(s, data)
+        assert int(m["test"]["misses"]) == int(metrics["test"]["misses"][p])
+        np.testing.assert_allclose(float(m["train"]["loss"]), float(metrics["train"]["loss"][p]), rtol=1e-5)
+    _allclose(s["params"], state["params"], rtol=1e-5, atol=1e-6)
+    # many seeds at once: vmap over replica keys
+    keys = jax.vmap(lambda r: train.replica_key(c.seed, r))(jax.numpy.arange(2))
+    many, many_metrics = jax.jit(jax.vmap(run))(keys)
+    assert int(many_metrics["test"]["misses"][0, -1]) == int(metrics["test"]["misses"][-1])
+    _allclose(jax.tree.map(lambda a: a[0], many["params"]), state["params"])
