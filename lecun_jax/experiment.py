@@ -325,7 +325,14 @@ def train_and_evaluate(
     checkpoints = Checkpoints(workdir / CHECKPOINTS)
     records: list[dict] = []
     if status == "resume" and checkpoints.latest() is not None:
-        state, records = checkpoints.restore(state)
+        try:
+            state, records = checkpoints.restore(state)
+        except (ValueError, KeyError, TypeError) as e:  # e.g. parameters of another layout (before 2026-11-30: HWIO)
+            checkpoints.close()
+            raise WorkdirError(
+                f"{workdir}: its checkpoint does not fit this run's train state ({type(e).__name__}); "
+                "pass --overwrite to start again, or choose another --workdir"
+            ) from None
         echo(f"resuming {workdir} after pass {checkpoints.latest()} of {config.train.passes}")
     first = int(np.asarray(to_numpy(state["pass"])).reshape(-1)[0]) + 1
 
