@@ -252,15 +252,18 @@ def versions() -> dict[str, str]:
     return out
 
 
-def ledger(config, sizes: dict[str, int], train_s: float, macs: int | None = None) -> dict:
+def ledger(config, sizes: dict[str, int], train_s: float | None, macs: int | None = None) -> dict:
     """The time-travel ledger: what was computed, and how long it took against 1989 and 2022.
 
     ``train_s``: the passes' wall time (for a resumed run, the median pass times the passes).
     """
     presentations = config.train.passes * sizes["train"] * config.num_seeds
-    per_network_s = train_s / config.num_seeds
-    # per presentation (one SGD step, its share of the evaluation), against the 1989 recipe's 23 x 7,291
-    per_presentation_s = per_network_s / (config.train.passes * sizes["train"])
+    if train_s is None:  # no pass timed (resumed after the last one)
+        train_s = per_network_s = per_presentation_s = None
+    else:
+        per_network_s = train_s / config.num_seeds
+        # per presentation (one SGD step, its share of the evaluation), against the 1989 recipe's 23 x 7,291
+        per_presentation_s = per_network_s / (config.train.passes * sizes["train"])
     yardstick = 23 * data_lib.SPLIT_SIZES["train"]
     return {
         "presentations": presentations,
@@ -269,8 +272,8 @@ def ledger(config, sizes: dict[str, int], train_s: float, macs: int | None = Non
         "evaluation_macs": None if macs is None else macs * config.train.passes * (sizes["train"] + sizes["test"]) * config.num_seeds,
         "wall_s": train_s,
         "wall_s_per_network": per_network_s,
-        "speedup_vs_sun4_260_1989": SUN4_1989_S / yardstick / per_presentation_s,
-        "speedup_vs_karpathy_m1_2022": KARPATHY_M1_S / yardstick / per_presentation_s,
+        "speedup_vs_sun4_260_1989": None if train_s is None else SUN4_1989_S / yardstick / per_presentation_s,
+        "speedup_vs_karpathy_m1_2022": None if train_s is None else KARPATHY_M1_S / yardstick / per_presentation_s,
         "note": "per network and per presentation; the yardsticks are 3 days (LeCun et al. 1989, SUN-4/260) "
         "and about 90 s (Karpathy 2022, MacBook Air M1) for the 23 x 7,291 presentations of the 1989 "
         "recipe, evaluation included",
@@ -409,8 +412,9 @@ def train_and_evaluate(
             "pass_s": pass_times,
             "us_per_step": 1e6 * float(np.median(pass_times)) / steps if pass_times else None,
         },
-        "ledger": ledger(config, sizes, train_s if first == 1 else float(np.median(pass_times)) * config.train.passes,
-                         None if macs is None else macs["total"]),
+        # no pass ran when resumed after the last checkpoint: no time to put in the ledger
+        "ledger": ledger(config, sizes, None if not pass_times else train_s if first == 1
+                         else float(np.median(pass_times)) * config.train.passes, None if macs is None else macs["total"]),
         "device": device_info(mesh),
         "versions": versions(),
     }
@@ -418,11 +422,12 @@ def train_and_evaluate(
     if plots:
         _plots(workdir, echo)
     led = summary["ledger"]
+    speed = (f"; {led['speedup_vs_sun4_260_1989']:,.0f}x the 1989 SUN-4, "
+             f"{led['speedup_vs_karpathy_m1_2022']:.1f}x Karpathy's M1 per network" if led["wall_s"] is not None else "")
     echo(
         f"done: {len(pass_times)} passes in {train_s:.1f} s "
         f"({summary['time']['us_per_step'] or 0:.1f} µs per step, median pass) + {compile_s:.1f} s compile; "
-        f"wall {summary['time']['wall_s']:.1f} s; {led['speedup_vs_sun4_260_1989']:,.0f}x the 1989 SUN-4, "
-        f"{led['speedup_vs_karpathy_m1_2022']:.1f}x Karpathy's M1 per network; results in {workdir}"
+        f"wall {summary['time']['wall_s']:.1f} s{speed}; results in {workdir}"
     )
     return summary
 

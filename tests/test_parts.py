@@ -148,3 +148,32 @@ def test_becker_lecun_needs_the_modules_layers():
         sdlm.estimator("becker_lecun", MLP(), squared_error)
     layers = model_lib.Net1989().layers()
     assert [l.name for l in layers] == ["h1", "h2", "h3", "out"]
+
+
+def test_a_users_module_resumes_from_its_checkpoint(mlp_run, tmp_path):
+    import shutil
+
+    workdir, summary = mlp_run
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    (copy / "summary.json").unlink()  # as if killed after the last checkpoint
+    (copy / "params.npz").unlink()
+    again = lecun_jax.train_and_evaluate(
+        _config(train__passes=2), copy, model=MLP(), optimizer=optax.sgd(0.01, momentum=0.9), loss=squared_error, **quiet
+    )
+    assert again["resumed_after_pass"] == 2 and again["final"] == summary["final"]
+    assert again["ledger"]["wall_s"] is None  # no pass ran: no time, and no NaN in strict JSON
+
+    def no_nan(constant):
+        raise ValueError(f"summary.json holds {constant}")
+
+    json.loads((copy / "summary.json").read_text(), parse_constant=no_nan)
+    jax.tree.map(np.testing.assert_array_equal, lecun_jax.load_run(copy).params, lecun_jax.load_run(workdir).params)
+
+
+def test_a_users_module_trains_several_seeds_at_once(tmp_path):
+    c = _config(train__passes=1, data__train_size=300, num_seeds=3)
+    summary = lecun_jax.train_and_evaluate(c, tmp_path, model=MLP(), loss=squared_error, **quiet)
+    run = lecun_jax.load_run(tmp_path)
+    assert run.params["Dense_0"]["kernel"].shape == (3, 256, 30)
+    assert summary["params"]["total"] == 8020 and len(set(summary["final"]["test"]["misses"])) > 1
