@@ -1,9 +1,10 @@
 """The 1989 convolution: 5x5 kernels, stride 2, padding 2 with a constant.
 
 The kernel is dense, (F, C, 5, 5) (PyTorch's layout), as the product uses it; a layer whose
-output maps see only some input maps (H2's connection table) multiplies it by
-a fixed 0/1 mask (:func:`connection_mask`) before use, so the unconnected
-entries never act and get no gradient. No gather per step rebuilds a kernel.
+output maps see only some input maps (H2's connection table) selects its
+entries with a fixed 0/1 mask (:func:`connection_mask`) before use, so the
+unconnected entries never act and get no gradient. No gather per step
+rebuilds a kernel.
 
 Two formulations of the same function, chosen by batch size:
 
@@ -11,10 +12,10 @@ Two formulations of the same function, chosen by batch size:
   (B * positions, 25 C) matrix with one fixed index table and multiply by the
   kernel viewed as (F, 25 C). Its custom VJP spells out the backward pass as
   two products plus one gather over the inverse table (the transpose of a
-  gather is a scatter-add, which XLA runs slowly on a CPU). Fastest for the
-  small batches of per-digit SGD.
-* :func:`conv_lax` — ``lax.conv_general_dilated`` (autodiff backward), the
-  better choice for large batches (evaluation, large-batch training).
+  gather is a scatter-add, which XLA runs slowly on a CPU). On a CPU the
+  faster one at every batch size measured, 1 to 1,024 (``auto`` picks it).
+* :func:`conv_lax` — ``lax.conv_general_dilated`` (autodiff backward), for
+  batches above that, where the patch matrices grow large.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _conv_patches_fwd(x, kernel, pad_value):
 
 
 def _conv_patches_bwd(pad_value, residuals, dy):
-    # Orientations measured on a CPU at batch size 1 (benchmarks/speed.py): each product's
+    # Orientations measured on a CPU at batch size 1 (benchmarks/README.md, run L): each product's
     # operands in the layout the fast (YNNPACK) kernels take; the barrier keeps XLA from
     # folding dy's transpose back into a slow transposed-operand product.
     del pad_value

@@ -31,7 +31,6 @@ import os
 import numpy as np
 from absl import logging as absl_logging
 
-from lecun_jax import sources
 from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data.DataError, ...)
     DOWNLOAD_TIMEOUT_S,
     IMAGE_SHAPE,
@@ -41,6 +40,7 @@ from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data
     MNIST_FILES,
     MNIST_URL,
     NUM_CLASSES,
+    SHIPPED_DIR,
     SPLIT_SIZES,
     USPS_FILES,
     DataError,
@@ -49,15 +49,17 @@ from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data
     build_shipped,
     download,
     draw_mnist1989_indices,
+    manifest,
+    mnist1989_source,
     mnist_source,
     read_esl,
     read_idx,
     read_mnist,
     resize_mnist,
     sha256,
+    shipped_file,
+    usps_source,
 )
-
-SHIPPED_DIR = sources.SHIPPED_DIR  # the shipped-file functions below read it here (tests point it at a copy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,26 +90,6 @@ class Dataset:
 
 def one_hot_pm1(labels) -> np.ndarray:
     return np.where(np.arange(NUM_CLASSES) == np.asarray(labels)[:, None], 1.0, -1.0).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------
-# The shipped copies, from SHIPPED_DIR.
-
-
-def manifest() -> dict:
-    return sources.manifest(SHIPPED_DIR)
-
-
-def shipped_file(relpath: str):
-    return sources.shipped_file(relpath, SHIPPED_DIR)
-
-
-def mnist1989_source(source_dir: str | os.PathLike | None = None):
-    return sources.mnist1989_source(source_dir, SHIPPED_DIR)
-
-
-def usps_source(source_dir: str | os.PathLike | None = None):
-    return sources.usps_source(source_dir, SHIPPED_DIR)
 
 
 # ---------------------------------------------------------------------------

@@ -198,14 +198,14 @@ def array_digest(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def manifest(shipped_dir: str | os.PathLike | None = None) -> dict:
-    return json.loads((MANIFEST if shipped_dir is None else Path(shipped_dir) / MANIFEST.name).read_text())
+def manifest() -> dict:
+    return json.loads(MANIFEST.read_text())
 
 
-def shipped_file(relpath: str, shipped_dir: str | os.PathLike | None = None) -> Path:
-    """Path of a shipped file (in ``shipped_dir``, default SHIPPED_DIR), after checking
-    its SHA-256 against the package's manifest."""
-    path = Path(SHIPPED_DIR if shipped_dir is None else shipped_dir) / relpath
+def shipped_file(relpath: str) -> Path:
+    """Path of a shipped file (under SHIPPED_DIR, read at call time: tests point it at a
+    copy), after checking its SHA-256 against the package's manifest."""
+    path = Path(SHIPPED_DIR) / relpath
     expected = manifest()["files"][relpath]["sha256"]
     if not path.is_file():
         raise DataError(f"{path}: shipped data file missing; reinstall lecun_jax")
@@ -215,16 +215,14 @@ def shipped_file(relpath: str, shipped_dir: str | os.PathLike | None = None) -> 
     return path
 
 
-def mnist1989_source(
-    source_dir: str | os.PathLike | None = None, shipped_dir: str | os.PathLike | None = None
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def mnist1989_source(source_dir: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per split: (uint8 28x28 source pixels, labels, MNIST indices), in presentation order.
 
     From the shipped copy, or, with ``source_dir``, from the official MNIST IDX
     files there (which must hold at least the first 10,000 training digits).
     """
     if source_dir is None:
-        with np.load(shipped_file("mnist1989.npz", shipped_dir)) as z:
+        with np.load(shipped_file("mnist1989.npz")) as z:
             return {s: (z[f"{s}_images"], z[f"{s}_labels"].astype(np.int32), z[f"{s}_index"]) for s in ("train", "test")}
     idx = draw_mnist1989_indices()
     out = {}
@@ -283,13 +281,11 @@ def mnist_source(
     return {split: read_mnist(source_dir, split) for split in MNIST_FILES}
 
 
-def usps_source(
-    source_dir: str | os.PathLike | None = None, shipped_dir: str | os.PathLike | None = None
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def usps_source(source_dir: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split: (float32 images (N, 16, 16, 1), labels), from the shipped files or ``source_dir``."""
     out = {}
     for split, name in USPS_FILES.items():
-        path = shipped_file(f"usps/{name}", shipped_dir) if source_dir is None else Path(source_dir) / name
+        path = shipped_file(f"usps/{name}") if source_dir is None else Path(source_dir) / name
         if source_dir is not None and not Path(source_dir).is_dir():
             raise DataError(f"{source_dir}: USPS directory not found (it should hold zip.train.gz and zip.test.gz)")
         out[split] = read_esl(path)

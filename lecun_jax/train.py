@@ -257,6 +257,16 @@ def make_step_fns(config, parts: Parts, num_train: int, num_test: int, *, unroll
     return train_pass, evaluate
 
 
+def _pass_then_evaluate(train_pass, evaluate, splits: bool = True):
+    """``one(state, data) -> (state, metrics)``: a training pass, then the evaluation."""
+
+    def one(state, data):
+        state = train_pass(state, data["train_images"], data["train_labels"])
+        return state, evaluate(state["params"], data, splits)
+
+    return one
+
+
 def make_epoch(
     config: ml_collections.ConfigDict,
     parts: Parts,
@@ -278,10 +288,7 @@ def make_epoch(
     when given (data replicated).
     """
     train_pass, evaluate = make_step_fns(config, parts, num_train, num_test, unroll=unroll)
-
-    def one(state, data):
-        state = train_pass(state, data["train_images"], data["train_labels"])
-        return state, evaluate(state["params"], data, evaluate_splits)
+    one = _pass_then_evaluate(train_pass, evaluate, evaluate_splits)
 
     def replicas(state, data):
         # The one replica strategy: vmap (inside shard_map). The one exception, measured:
@@ -308,15 +315,10 @@ def make_train(config: ml_collections.ConfigDict, parts: Parts, data: dict[str, 
     """
     data = jax.tree.map(jnp.asarray, data)
     num_train, num_test = len(data["train_labels"]), len(data["test_labels"])
-    train_pass, evaluate = make_step_fns(config, parts, num_train, num_test, unroll=unroll)
+    one = _pass_then_evaluate(*make_step_fns(config, parts, num_train, num_test, unroll=unroll))
 
     def train(key):
         state = init_state(parts.model, parts.optimizer, key)
-
-        def one_pass(state, _):
-            state = train_pass(state, data["train_images"], data["train_labels"])
-            return state, evaluate(state["params"], data)
-
-        return lax.scan(one_pass, state, None, length=config.train.passes)
+        return lax.scan(lambda state, _: one(state, data), state, None, length=config.train.passes)
 
     return train

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lecun_jax import data
+from lecun_jax import data, sources
 
 # From ../shared/data/README.md (independent of this package).
 USPS_MD5 = {"zip.train.gz": "c34cea394b11a40959714d43488f4c93", "zip.test.gz": "dcd52277c5465428eb15ad72af9ef5c3"}
@@ -76,7 +76,7 @@ def test_a_corrupted_shipped_file_is_refused(tmp_path, monkeypatch):
     blob = bytearray((copy / "mnist1989.npz").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     (copy / "mnist1989.npz").write_bytes(bytes(blob))
-    monkeypatch.setattr(data, "SHIPPED_DIR", copy)
+    monkeypatch.setattr(sources, "SHIPPED_DIR", copy)
     with pytest.raises(data.DataError, match=r"mnist1989\.npz: SHA-256 .* does not match"):
         data.mnist1989_source()
 
