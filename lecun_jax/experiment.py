@@ -25,8 +25,10 @@ of (seed, replica, pass). A workdir holding another config is refused unless
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -109,17 +111,46 @@ def _name(f) -> str:
     return f"{getattr(f, '__module__', None) or '?'}.{getattr(f, '__qualname__', None) or repr(f)}"
 
 
+def _fingerprint(fn, depth: int = 8) -> str:
+    """A hash of a function and what its closures hold, recursively (an Optax
+    transformation's hyperparameters live there: ``sgd(0.01)`` and ``sgd(0.1)``
+    differ only in a closed-over ``-0.01``)."""
+    parts, seen = [], set()
+
+    def walk(v, d):
+        if d > depth or id(v) in seen:
+            return
+        seen.add(id(v))
+        if hasattr(v, "__code__"):
+            parts.append(v.__qualname__)
+            parts.append(hashlib.sha256(v.__code__.co_code).hexdigest()[:16])
+            for cell in v.__closure__ or ():
+                walk(cell.cell_contents, d + 1)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                walk(x, d)
+        elif isinstance(v, optax.GradientTransformation):
+            walk(v.update, d)
+        else:
+            parts.append(re.sub(r" at 0x[0-9a-f]+", "", repr(v)))
+
+    walk(fn, 0)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def describe_parts(model=None, optimizer=None, loss=None) -> dict:
-    """What ``config.json`` and ``summary.json`` record of the parts a user passed in
-    (the module's class and fields, the optimiser's and the loss's function names)."""
+    """What ``config.json`` and ``summary.json`` record of the parts a user passed in:
+    the module's class and fields, the optimiser's and the loss's function names and
+    fingerprints (so a workdir trained with other hyperparameters is refused)."""
     out = {}
     if model is not None:
         fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")}
         out["model"] = {"class": _name(type(model)), "fields": json.loads(json.dumps(fields, default=repr))}
     if optimizer is not None:
-        out["optimizer"] = {"init": _name(optimizer.init), "update": _name(optimizer.update)}
+        out["optimizer"] = {"init": _name(optimizer.init), "update": _name(optimizer.update),
+                            "fingerprint": _fingerprint(optimizer)}
     if loss is not None:
-        out["loss"] = {"function": _name(loss)}
+        out["loss"] = {"function": _name(loss), "fingerprint": _fingerprint(loss)}
     return out
 
 

@@ -101,6 +101,13 @@ def test_a_run_of_another_module_is_refused_in_the_same_workdir(mlp_run):
                                      optimizer=optax.sgd(0.01, momentum=0.9), loss=squared_error, **quiet)
 
 
+def test_a_run_of_another_learning_rate_is_refused_in_the_same_workdir(mlp_run):
+    workdir, _ = mlp_run
+    with pytest.raises(experiment.WorkdirError, match="parts.optimizer.fingerprint"):
+        lecun_jax.train_and_evaluate(_config(train__passes=2), workdir, model=MLP(),
+                                     optimizer=optax.sgd(0.1, momentum=0.9), loss=squared_error, **quiet)
+
+
 def test_a_subclass_whose_outputs_are_zero_is_at_chance(tmp_path):
     summary = lecun_jax.train_and_evaluate(_config(train__passes=1, data__train_size=500), tmp_path, model=Silenced(), **quiet)
     labels = experiment.load_data(_config()).test.labels
