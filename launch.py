@@ -27,14 +27,27 @@ cli.default_config_argv(DEFAULT_CONFIG)  # so that config parsing errors reach c
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with :ARG.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where the run writes its files (default: runs/<config>_<arg>).")
 flags.DEFINE_bool("overwrite", False, "Replace a workdir that holds a run of a different config.")
+flags.DEFINE_string(
+    "compilation_cache", os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lecun_jax", "xla"),
+    "JAX's persistent compilation cache: a second run, and every sweep row of a shape already seen, "
+    "skips compiling. An empty value (--compilation_cache=) turns it off.",
+)
+
+
+def enable_compilation_cache(directory: str) -> None:
+    """Compiled programs kept on disk (all of them: the default keeps only those over 1 s to compile)."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # --verbosity=0 shows info logs
-    import tensorflow_datasets as tfds  # here, not at the top: the package imports it only to load data
-
-    tfds.disable_progress_bar()
+    if flags.FLAGS.compilation_cache:
+        enable_compilation_cache(flags.FLAGS.compilation_cache)
     cli.maybe_initialize_distributed()
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.train.passes=5)")

@@ -5,8 +5,9 @@ the workdir complete and consistent after every pass:
 
     config.json         the validated config
     metrics.jsonl       one record per pass, split and replica
-    checkpoints/        orbax: train state (params, optimiser state, rng, pass)
-                        and the metrics so far, after every pass; the last 3 kept
+    checkpoints/        <pass>/state.npz: train state (params, optimiser state, rng,
+                        pass), the metrics so far and the data's digests, after
+                        every pass; the last 3 kept
     tensorboard/        event files: loss, error, learning rate per pass
                         (one run per replica when num_seeds > 1, and their mean)
     params.npz          final parameters
@@ -15,7 +16,12 @@ the workdir complete and consistent after every pass:
     plots/              curves, misclassified digits, confusion matrix (PNG)
 
 Every file is written whole and renamed into place; a checkpoint is committed
-only when complete. So a run killed at any moment (even ``kill -9``) resumes
+only when complete, and one that cannot be read is set aside for the newest
+good one. One run at a time holds a workdir (a lock the kernel drops when the
+process dies). A resume checks that the data are those the checkpoint was
+trained on. The outputs after the last pass (params, test outputs, plots) come
+from the last checkpoint and ``summary.json`` is written last, so a run killed
+anywhere finishes them when run again. So a run killed at any moment (even ``kill -9``) resumes
 from its last committed pass when the same command runs again, and ends with
 the numbers an uninterrupted run gives: every random stream is a pure function
 of (seed, replica, pass). A workdir holding another config is refused unless
@@ -26,11 +32,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
+import os
 import re
 import shutil
+import socket
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -194,35 +204,121 @@ def clear_workdir(workdir: Path) -> None:
         shutil.rmtree(workdir / name, ignore_errors=True)
 
 
+class CheckpointMismatch(ValueError):
+    """A readable checkpoint of another train state (another module, optimiser or layout)."""
+
+
 class Checkpoints:
-    """Orbax checkpoints of the train state and the metrics records, one per pass."""
+    """The train state and the metrics records after every pass, the last ``keep`` kept.
 
-    def __init__(self, directory: Path, keep: int = KEEP_CHECKPOINTS):
-        import orbax.checkpoint as ocp
+    ``checkpoints/<pass>/state.npz`` holds every leaf of the state (host copies
+    of the real replicas), the metrics records so far and the digest of the data
+    trained on; the zip's CRC-32 covers each member. It is written into a hidden
+    folder and renamed into place, so a pass's checkpoint exists whole or not at
+    all. About a millisecond per pass, on the host: the pass loop does not wait
+    for a checkpoint library. Every process of a multi-process job reads the
+    same files; only the writer (process 0) writes them.
+    """
 
-        self._ocp = ocp
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    FILE = "state.npz"
+
+    def __init__(self, directory: Path, keep: int = KEEP_CHECKPOINTS, echo: Callable[[str], None] = print):
+        self.directory, self.keep, self.echo = Path(directory), keep, echo
+        self.seconds = 0.0  # time spent saving
+
+    def passes(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
 
     def latest(self) -> int | None:
-        return self.manager.latest_step()
+        return (self.passes() or [None])[-1]
 
-    def save(self, pass_number: int, state, records: list[dict]) -> None:
-        ocp = self._ocp
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), metrics=ocp.args.JsonSave({"records": records}))
-        self.manager.save(pass_number, args=args)
+    def save(self, pass_number: int, state, records: list[dict], data: dict) -> None:
+        """``state``: host arrays (numpy); ``data``: what it trained on (see :func:`data_identity`)."""
+        if jax.process_index() != 0:
+            return
+        t = time.perf_counter()
+        paths, leaves = zip(*[(jax.tree_util.keystr(k), np.asarray(v)) for k, v in jax.tree_util.tree_flatten_with_path(state)[0]])
+        meta = {"pass": pass_number, "paths": list(paths), "data": data}
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.asarray(json.dumps(meta)), records=np.asarray(json.dumps(records)),
+                 **{f"leaf_{i}": leaf for i, leaf in enumerate(leaves)})
+        final = self.directory / str(pass_number)
+        tmp = self.directory / f".{pass_number}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        reporting.atomic_write_bytes(tmp / self.FILE, buf.getvalue())
+        if final.exists():  # only after a fallback left a later pass to redo
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        for old in self.passes()[: -self.keep]:
+            shutil.rmtree(self.directory / str(old), ignore_errors=True)
+        self.seconds += time.perf_counter() - t
 
-    def restore(self, template) -> tuple[dict, list[dict]]:
-        """(state shaped and placed like ``template``, metrics records) of the latest pass."""
-        ocp = self._ocp
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), metrics=ocp.args.JsonRestore())
-        restored = self.manager.restore(self.latest(), args=args)
-        return restored["state"], restored["metrics"]["records"]
+    def _read(self, pass_number: int, template):
+        with np.load(self.directory / str(pass_number) / self.FILE, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            records = json.loads(str(z["records"]))
+            leaves = [z[f"leaf_{i}"] for i in range(len(meta["paths"]))]  # reading checks each member's CRC
+        flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+        paths = [jax.tree_util.keystr(k) for k, _ in flat]
+        if paths != meta["paths"]:
+            raise CheckpointMismatch(f"its state has other entries ({len(meta['paths'])} against this run's {len(paths)})")
+        for path, (_, want), got in zip(paths, flat, leaves):
+            if want.shape != got.shape or np.dtype(want.dtype) != got.dtype:
+                raise CheckpointMismatch(f"state{path} is {got.dtype}{list(got.shape)}, this run's {np.dtype(want.dtype)}{list(want.shape)}")
+        return jax.tree_util.tree_unflatten(treedef, leaves), records, meta
 
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+    def restore(self, template) -> tuple[dict, list[dict], dict] | None:
+        """(state, records, meta) of the newest readable checkpoint, or None when there is none.
+
+        ``template``: host arrays shaped like the state. A checkpoint that cannot
+        be read (truncated, flipped bytes, emptied) is set aside, renamed
+        ``<pass>.unreadable``, with one line, and the next older one is used;
+        one of another train state raises :class:`CheckpointMismatch`.
+        """
+        for p in reversed(self.passes()):
+            try:
+                return self._read(p, template)
+            except CheckpointMismatch:
+                raise
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                aside = self.directory / f"{p}.unreadable"
+                shutil.rmtree(aside, ignore_errors=True)
+                if jax.process_index() == 0:
+                    os.rename(self.directory / str(p), aside)
+                self.echo(f"checkpoint of pass {p} cannot be read ({type(e).__name__}: {str(e)[:80]}); "
+                          f"set aside as {aside}, using an older one")
+        return None
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir (``flock`` on ``<workdir>/.lock``) for as long as a run uses it.
+
+    The kernel releases it when the process ends, however it ends: a killed
+    run leaves no stale lock. A second run on the same workdir stops at once
+    with one line naming the process that holds it.
+    """
+
+    def __init__(self, workdir: Path):
+        import fcntl
+
+        self.path = Path(workdir) / ".lock"
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise WorkdirError(f"{workdir} is in use by {holder}; wait for it to finish, or choose another --workdir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()  # closing drops the flock
 
 
 class TensorBoard:
@@ -275,7 +371,7 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("lecun_jax", "jax", "jaxlib", "flax", "optax", "tensorflow-datasets", "orbax-checkpoint"):
+    for pkg in ("lecun_jax", "jax", "jaxlib", "flax", "optax", "tensorflow-datasets"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -332,9 +428,24 @@ def train_and_evaluate(
     ``summary.json`` record them under ``parts``.
     """
     start = time.perf_counter()
+    startup_s = process_age()
     config_lib.validate(config)
     workdir = Path(workdir)
     given = describe_parts(model, optimizer, loss)
+    writer = jax.process_index() == 0
+    if writer:
+        workdir.mkdir(parents=True, exist_ok=True)
+    lock = WorkdirLock(workdir) if writer else None
+    try:
+        return _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
+                                   start, startup_s)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
+                        start, startup_s) -> dict:
     status = inspect_workdir(config, workdir, overwrite, given)
     if status == "done":
         done = json.loads((workdir / reporting.SUMMARY).read_text())
@@ -346,28 +457,33 @@ def train_and_evaluate(
 
     mesh, replicas = replica_layout(config.num_seeds)
     dataset = load_data(config)
+    identity = data_identity(config, dataset)
     arrays = device_data(dataset, mesh)
     sizes = {s: len(dataset.split(s)) for s in SPLITS}
     data_s = time.perf_counter() - start
 
     parts = train_lib.make_parts(config, sizes["train"], model=model, optimizer=optimizer, loss=loss)
     state = train_lib.init_states(config, parts.model, parts.optimizer, replicas)
-    if mesh is not None:
-        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seed")))
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(workdir / CHECKPOINTS)
+    checkpoints = Checkpoints(workdir / CHECKPOINTS, echo=echo)
     records: list[dict] = []
     if status == "resume" and checkpoints.latest() is not None:
+        template = real_replicas(config, to_numpy(state))
         try:
-            state, records = checkpoints.restore(state)
-        except (ValueError, KeyError, TypeError) as e:  # e.g. parameters of another layout (before 2026-11-30: HWIO)
-            checkpoints.close()
+            restored = checkpoints.restore(template)
+        except CheckpointMismatch as e:  # e.g. parameters of another layout (before 2026-11-30: HWIO)
             raise WorkdirError(
-                f"{workdir}: its checkpoint does not fit this run's train state ({type(e).__name__}); "
+                f"{workdir}: its checkpoint does not fit this run's train state ({e}); "
                 "pass --overwrite to start again, or choose another --workdir"
             ) from None
-        echo(f"resuming {workdir} after pass {checkpoints.latest()} of {config.train.passes}")
+        if restored is None:
+            echo(f"{workdir}: no readable checkpoint; starting from pass 1")
+        else:
+            host_state, records, meta = restored
+            _check_same_data(workdir, meta, identity)
+            state = _relay_replicas(config, host_state, replicas)
+            echo(f"resuming {workdir} after pass {meta['pass']} of {config.train.passes}")
+    if mesh is not None:
+        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("seed")))
     first = int(np.asarray(to_numpy(state["pass"])).reshape(-1)[0]) + 1
 
     t = time.perf_counter()
@@ -378,11 +494,13 @@ def train_and_evaluate(
     }
     compile_s = time.perf_counter() - t
 
-    reporting.write_json(workdir / reporting.CONFIG, _config_json(config, given))
-    reporting.write_jsonl(workdir / reporting.METRICS, records)
+    if jax.process_index() == 0:
+        reporting.write_json(workdir / reporting.CONFIG, _config_json(config, given))
+        reporting.write_jsonl(workdir / reporting.METRICS, records)
     rates = optimizers.pass_learning_rates(config.optimizer, config.train.passes)
-    board = TensorBoard(workdir / TENSORBOARD, config.num_seeds, config.seed)
-    board.write(records, rates)
+    board = TensorBoard(workdir / TENSORBOARD, config.num_seeds, config.seed) if jax.process_index() == 0 else None
+    if board is not None:
+        board.write(records, rates)
     abstract = model_lib.abstract_params(parts.model)
     n_params = model_lib.count_params(abstract, parts.model)
     macs = model_lib.count_macs(abstract, parts.model)
@@ -405,8 +523,8 @@ def train_and_evaluate(
             _check_finite(config, p, new, metrics, workdir, records, checkpoints)
             state = new_state
             records += new
-            checkpoints.save(p, state, records)
-            if evaluated:
+            checkpoints.save(p, real_replicas(config, to_numpy(state)), records, identity)
+            if evaluated and board is not None:
                 reporting.write_jsonl(workdir / reporting.METRICS, records)
                 board.write(new, rates)
             pass_times.append(time.perf_counter() - t)
@@ -415,17 +533,28 @@ def train_and_evaluate(
                 m = metrics[split]
                 echo(reporting.eval_line(split, m["loss"], 100.0 * m["misses"] / sizes[split], m["misses"]))
     finally:
-        checkpoints.close()
-        board.close()
+        if board is not None:
+            board.close()
 
+    # What follows is derived from the last checkpoint's state: a run killed anywhere
+    # below redoes it when run again, and summary.json, written last, marks it done.
+    t = time.perf_counter()
     params = real_replicas(config, to_numpy(state["params"]))
+    if jax.process_index() != 0:
+        return {}
     reporting.save_params(workdir / reporting.PARAMS, params)
     _save_test_outputs(config, parts.model, params, dataset, workdir)
+    outputs_s = time.perf_counter() - t
+    t = time.perf_counter()
+    if plots:
+        _plots(workdir, dataset.test.images)
+    plots_s = time.perf_counter() - t
     steps = train_lib.steps_per_pass(sizes["train"], config.train.batch_size)
     train_s = sum(pass_times)
     summary = {
         "label": label,
         "dataset": config.data.name,
+        "data": identity,
         "num_seeds": config.num_seeds,
         "passes": config.train.passes,
         "steps_per_pass": steps,
@@ -437,9 +566,13 @@ def train_and_evaluate(
         "final": {s: reporting.summarize(records, s, config.train.passes) for s in SPLITS},
         "time": {
             "wall_s": time.perf_counter() - start,
+            "startup_s": startup_s,
             "data_s": data_s,
             "compile_s": compile_s,
             "train_s": train_s,
+            "checkpoint_s": checkpoints.seconds,
+            "outputs_s": outputs_s,
+            "plots_s": plots_s,
             "pass_s": pass_times,
             "us_per_step": 1e6 * float(np.median(pass_times)) / steps if pass_times else None,
         },
@@ -450,8 +583,7 @@ def train_and_evaluate(
         "versions": versions(),
     }
     reporting.write_json(workdir / reporting.SUMMARY, summary)
-    if plots:
-        _plots(workdir, echo)
+    logging.info("%s", timeline(summary["time"]))
     led = summary["ledger"]
     speed = (f"; {led['speedup_vs_sun4_260_1989']:,.0f}x the 1989 SUN-4, "
              f"{led['speedup_vs_karpathy_m1_2022']:.1f}x Karpathy's M1 per network" if led["wall_s"] is not None else "")
@@ -463,6 +595,57 @@ def train_and_evaluate(
     return summary
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: from /proc), for the start-up phase; None elsewhere."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def timeline(t: dict) -> str:
+    """One line of a run's phases: where the wall time of the process went."""
+    phases = [("start-up", t.get("startup_s")), ("data", t["data_s"]), ("compile", t["compile_s"]),
+              ("passes", t["train_s"] - t.get("checkpoint_s", 0.0)), ("checkpoints", t.get("checkpoint_s")),
+              ("params+test outputs", t.get("outputs_s")), ("plots", t.get("plots_s"))]
+    total = (t.get("startup_s") or 0.0) + t["wall_s"]
+    return "timeline: " + " | ".join(f"{n} {v:.2f} s" for n, v in phases if v is not None) + f" | process {total:.2f} s"
+
+
+def data_identity(config, dataset) -> dict:
+    """What a run trains and tests on: digests of the exact arrays, their sizes and their source."""
+    d = config.data
+    return {
+        "name": dataset.name,
+        "source": d.source_dir or ("shipped" if d.name != "mnist" else d.mnist_url),
+        **{f"{s}_digits": len(dataset.split(s)) for s in SPLITS},
+        **{f"{s}_sha256": data_lib.array_digest(dataset.split(s).images, dataset.split(s).labels) for s in SPLITS},
+    }
+
+
+def _check_same_data(workdir: Path, meta: dict, identity: dict) -> None:
+    before = meta.get("data") or {}
+    changed = [s for s in SPLITS if before.get(f"{s}_sha256") != identity[f"{s}_sha256"]]
+    if changed:
+        what = ", ".join(f"{s}: {before.get(f'{s}_digits', '?'):,} digits then, {identity[f'{s}_digits']:,} now"
+                         if isinstance(before.get(f"{s}_digits"), int) else s for s in changed)
+        raise WorkdirError(
+            f"{workdir}: the data differ from what pass {meta['pass']} was trained on ({what}; source "
+            f"{before.get('source', '?')}); restore those files, or pass --overwrite to start again"
+        )
+
+
+def _relay_replicas(config, host_state, replicas: int):
+    """The checkpoint's real replicas, padded again to this machine's replica layout
+    (the spares repeat replica 0: they only fill the mesh and are dropped from every result)."""
+    if config.num_seeds == 1 or replicas == config.num_seeds:
+        return jax.tree.map(jax.numpy.asarray, host_state)
+    return jax.tree.map(lambda a: jax.numpy.asarray(np.concatenate([a, np.repeat(a[:1], replicas - config.num_seeds, 0)])),
+                        host_state)
+
+
 def _check_finite(config, p, new, metrics, workdir, records, checkpoints) -> None:
     """Stops at the end of a pass whose loss or parameters are not finite; keeps what was good."""
     bad = sorted({r["replica"] for r in new if r["loss"] is None})
@@ -470,7 +653,6 @@ def _check_finite(config, p, new, metrics, workdir, records, checkpoints) -> Non
         return
     reporting.write_jsonl(workdir / reporting.METRICS, records + new)  # the failing pass too, for the record
     last = checkpoints.latest()
-    checkpoints.manager.wait_until_finished()
     raise NumericalError(
         f"pass {p}: {'loss' if bad else 'parameters'} became NaN/Inf"
         f"{f' (replicas {bad})' if config.num_seeds > 1 and bad else ''}; "
@@ -503,13 +685,13 @@ def _save_test_outputs(config, model, params, dataset, workdir: Path) -> None:
     reporting.atomic_write_bytes(workdir / TEST_OUTPUTS, buf.getvalue())
 
 
-def _plots(workdir: Path, echo) -> None:
+def _plots(workdir: Path, test_images: np.ndarray) -> None:
     try:
         from lecun_jax import plots
     except ImportError as e:  # matplotlib is a dependency; a broken install should not lose the run
         logging.warning("no plots: %s", e)
         return
-    for path in plots.write_run(workdir):
+    for path in plots.write_run(workdir, test_images):
         logging.info("wrote %s", path)
 
 

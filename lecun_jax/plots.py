@@ -6,8 +6,11 @@
 A run gets ``plots/curves.png`` (train and test error and loss per pass; with
 several seeds their mean and range), ``plots/misclassified.png`` (the test
 digits the first network gets wrong, true -> predicted) and
-``plots/confusion.png``. A sweep gets ``ablations.png``: test error per row,
-mean +- std over seeds, with the published figure marked.
+``plots/confusion.png`` (with several seeds: of the first replica, named in
+the title). A sweep gets ``ablations.png``: test error per row, mean +- std
+over seeds beside every seed as a dot, with the published single run marked on
+the rows of its recipe. Figures are drawn with matplotlib's object API (no
+pyplot), so they can be drawn off the main thread.
 """
 
 from __future__ import annotations
@@ -16,15 +19,28 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lecun_jax import data, reporting  # noqa: E402
+from lecun_jax import reporting
 
 SPLIT_STYLE = {"train": "tab:blue", "test": "tab:orange"}
+DPI = 110
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure drawn by Agg, without pyplot (no global state: safe off the main thread)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _integer_ticks(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _by_pass(records: list[dict], split: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -39,48 +55,71 @@ def _by_pass(records: list[dict], split: str, key: str) -> tuple[np.ndarray, np.
 
 
 def curves(records: list[dict], path: Path, title: str = "") -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    """Error % and loss per pass, train and test, on linear axes; with several seeds their mean and range."""
+    fig = _figure(11, 4)
+    axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "error", "error %"), (axes[1], "loss", "loss")):
         for split, color in SPLIT_STYLE.items():
             passes, v = _by_pass(records, split, key)
             if v.size == 0:
                 continue
             mean = np.nanmean(v, axis=1)
-            ax.plot(passes, mean, color=color, label=f"{split}" + (f" (mean of {v.shape[1]})" if v.shape[1] > 1 else ""))
+            ax.plot(passes, mean, color=color, marker="." if len(passes) < 30 else None,
+                    label=f"{split}" + (f" (mean of {v.shape[1]} seeds; band: min to max)" if v.shape[1] > 1 else ""))
             if v.shape[1] > 1:
                 ax.fill_between(passes, np.nanmin(v, axis=1), np.nanmax(v, axis=1), color=color, alpha=0.2)
         ax.set_xlabel("pass")
         ax.set_ylabel(label)
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.set_ylim(bottom=0)
+        _integer_ticks(ax.xaxis)
+        ax.grid(True, alpha=0.3)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: Path, limit: int = 120) -> Path:
-    """A grid of the digits where ``predicted != labels``, each titled 'true->predicted'."""
-    wrong = np.flatnonzero(predicted != labels)[:limit]
-    cols = 12
-    rows = max(1, int(np.ceil(len(wrong) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 1.05 + 0.4))
-    axes = np.atleast_1d(axes).reshape(-1)
-    for ax in axes:
-        ax.axis("off")
-    for ax, i in zip(axes, wrong):
-        ax.imshow(images[i].reshape(16, 16), cmap="gray_r", vmin=-1, vmax=1)
-        ax.set_title(f"{labels[i]}→{predicted[i]}", fontsize=8)
-    fig.suptitle(f"misclassified test digits: {len(np.flatnonzero(predicted != labels))} of {len(labels)} "
-                 f"(true→predicted){'; first ' + str(limit) if len(wrong) == limit else ''}", fontsize=10)
-    fig.tight_layout()
+def mosaic(images: np.ndarray, cols: int = 12, pad: int = 2) -> np.ndarray:
+    """The 16x16 digits tiled row-major into one grey image, ``pad`` background pixels around each."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    cell = 16 + 2 * pad
+    out = np.full((rows * cell, cols * cell), -1.0, dtype=np.float32)
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        out[r * cell + pad : r * cell + pad + 16, c * cell + pad : c * cell + pad + 16] = img.reshape(16, 16)
+    return out
+
+
+def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: Path, limit: int = 120,
+                  which: str = "") -> Path:
+    """The digits where ``predicted != labels`` as one mosaic, each labelled 'true→predicted'.
+
+    ``which`` names the network shown (e.g. "replica 0 of 5, seed 0").
+    """
+    all_wrong = np.flatnonzero(predicted != labels)
+    wrong = all_wrong[:limit]
+    cols, cell = 12, 20  # 16 pixels and 2 of padding each side
+    rows = max(1, -(-len(wrong) // cols))
+    width, title_h = cols * 0.8, 0.45
+    height = 0.98 * width * rows / cols + title_h  # square cells: the mosaic's own aspect
+    fig = _figure(width, height)
+    ax = fig.add_axes((0.01, 0.005, 0.98, 1 - title_h / height))
+    ax.imshow(mosaic(images[wrong], cols), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
+    for k, i in enumerate(wrong):
+        r, c = divmod(k, cols)
+        ax.text(c * cell + 1, r * cell + 1, f"{labels[i]}→{predicted[i]}", fontsize=7, color="tab:red", va="top")
+    ax.axis("off")
+    fig.suptitle(f"misclassified test digits{' (' + which + ')' if which else ''}: {len(all_wrong)} of {len(labels)} "
+                 f"(true→predicted){'; first ' + str(limit) if len(all_wrong) > limit else ''}", fontsize=10)
     return save_figure(fig, path)
 
 
-def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path) -> Path:
+def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path, which: str = "") -> Path:
     m = np.zeros((10, 10), dtype=np.int64)
     np.add.at(m, (labels, predicted), 1)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = _figure(5.5, 5)
+    ax = fig.subplots()
     ax.imshow(np.log1p(m), cmap="Blues")
     for t in range(10):
         for p in range(10):
@@ -91,52 +130,72 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path) -> Path:
     ax.set_ylabel("true")
     ax.set_xticks(range(10))
     ax.set_yticks(range(10))
-    ax.set_title(f"test confusion ({int(np.trace(m))} of {m.sum()} right)")
+    ax.set_title(f"test confusion{' (' + which + ')' if which else ''}: {int(np.trace(m))} of {m.sum()} right")
     fig.tight_layout()
     return save_figure(fig, path)
 
 
+def _reference(r: dict) -> float | None:
+    return r.get("reference_test_error") if r.get("status") == "ok" or "status" not in r else None
+
+
 def ablation_chart(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Test error per sweep row: mean +- std over seeds, published figure as a marker."""
+    """Test error per sweep row, two panels: mean ± std over seeds (bars), and every seed
+    as a dot; the published figure marked only on rows of the published recipe."""
     ok = [r for r in rows if r["status"] == "ok"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4))
+    per_seed = any(len(r.get("test_errors") or ()) > 1 for r in ok)
+    fig = _figure(max(6, 1.3 * len(rows)) * (2 if per_seed else 1), 4.5)
+    axes = fig.subplots(1, 2 if per_seed else 1, sharey=True, squeeze=False)[0]
     x = np.arange(len(rows))
-    means = [r.get("test_error_mean", np.nan) for r in rows]
-    stds = [r.get("test_error_std", 0.0) if r["seeds"] > 1 else 0.0 for r in rows]
-    ax.bar(x, means, yerr=stds, capsize=4, color="tab:orange", alpha=0.8, label="this project: test error, mean ± std")
-    for i, r in enumerate(rows):
-        if r["status"] == "ok" and r["seeds"] > 1:
-            ax.scatter([i] * 2, [r["test_error_min"], r["test_error_max"]], color="black", s=8, zorder=3,
-                       label="min and max over seeds" if i == 0 else None)
-        if r["status"] != "ok":
-            ax.text(i, 0.2, "failed", ha="center", color="red")
-    refs = [(i, r["reference_test_error"]) for i, r in enumerate(rows) if r.get("reference_test_error") is not None]
-    if refs:
-        ax.scatter(*zip(*refs), marker="D", color="tab:blue", zorder=4, label="published (Karpathy 2022 / LeCun 1989)")
-    ax.set_xticks(x)
-    ax.set_xticklabels([r["row"] for r in rows], rotation=20)
-    ax.set_ylabel("test error %")
+    names = [r["row"] for r in rows]
+    refs = [(i, _reference(r)) for i, r in enumerate(rows) if _reference(r) is not None]
+    ax = axes[0]
+    means = [r.get("test_error_mean", np.nan) if r["status"] == "ok" else np.nan for r in rows]
+    stds = [r.get("test_error_std", 0.0) if r["status"] == "ok" and r["seeds"] > 1 else 0.0 for r in rows]
+    ax.bar(x, means, yerr=stds, capsize=4, color="tab:orange", alpha=0.8, label="this project: mean ± std over seeds")
+    ax.set_title("mean ± std")
+    if per_seed:
+        dots = axes[1]
+        rng = np.random.default_rng(0)  # jitter only: the same picture every time
+        for i, r in enumerate(rows):
+            v = np.asarray(r.get("test_errors") or [], dtype=float)
+            if v.size:
+                dots.scatter(i + rng.uniform(-0.18, 0.18, v.size), v, s=14, color="tab:orange", alpha=0.8,
+                             edgecolors="black", linewidths=0.3, label="one seed" if i == 0 else None)
+        dots.set_title("every seed")
+    for ax in axes:
+        for i, r in enumerate(rows):
+            if r["status"] != "ok":
+                ax.text(i, 0.2, "failed", ha="center", color="red")
+        if refs:
+            ax.scatter(*zip(*refs), marker="D", s=40, color="tab:blue", zorder=4,
+                       label="published single run (Karpathy 2022 / LeCun 1989)")
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("test error %")
     seeds = "/".join(str(s) for s in sorted({r["seeds"] for r in ok}))
-    ax.set_title(title or f"ablations on {', '.join(sorted({r['dataset'] for r in rows}))}, {seeds} seed(s) each")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title or f"test error per row on {', '.join(sorted({r['dataset'] for r in rows}))}, {seeds} seed(s) each")
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Writes ``fig`` to ``path`` (whole, then renamed) and closes it."""
+    """Writes ``fig`` to ``path`` (whole, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    fig.savefig(tmp, dpi=DPI)
     tmp.replace(path)
     return path
 
 
-def write_run(workdir: str | Path) -> list[Path]:
-    """The plots of a finished (or interrupted) run, into ``workdir/plots``."""
+def write_run(workdir: str | Path, test_images: np.ndarray | None = None) -> list[Path]:
+    """The plots of a finished (or interrupted) run, into ``workdir/plots``.
+
+    ``test_images``: the run's test digits when the caller has them (else loaded again).
+    """
     workdir = Path(workdir)
     out_dir = workdir / reporting.PLOTS
     records = reporting.read_jsonl(workdir / reporting.METRICS)
@@ -146,13 +205,14 @@ def write_run(workdir: str | Path) -> list[Path]:
         with np.load(workdir / reporting.TEST_OUTPUTS) as z:
             outputs, labels = z["outputs"], z["labels"]
         predicted = outputs[0].argmax(axis=-1)
-        d = config["data"]
-        if d["name"] == "mnist":  # tested on mnist1989's test digits
-            images = data.load("mnist1989", data_dir=d["tfds_dir"]).test.images
-        else:
-            images = data.load(d["name"], source_dir=d["source_dir"], data_dir=d["tfds_dir"]).test.images
-        written.append(misclassified(images, labels, predicted, out_dir / "misclassified.png"))
-        written.append(confusion(labels, predicted, out_dir / "confusion.png"))
+        if test_images is None:  # the run's own test digits (held-out ones for a validation run)
+            from lecun_jax import experiment
+
+            test_images = experiment.load_run(workdir).dataset().test.images
+        n = len(outputs)
+        which = f"replica 0 of {n}, seed {config['seed']}" if n > 1 else ""
+        written.append(misclassified(test_images, labels, predicted, out_dir / "misclassified.png", which=which))
+        written.append(confusion(labels, predicted, out_dir / "confusion.png", which=which))
     return written
 
 

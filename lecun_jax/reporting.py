@@ -9,7 +9,7 @@ Workdir layout::
                     axis when num_seeds > 1)
     summary.json    final metrics, wall/compile/train time, device, versions
     test_outputs.npz  the final networks' outputs on the test split
-    checkpoints/    training state, for resuming (orbax)
+    checkpoints/    training state, for resuming (<pass>/state.npz)
     tensorboard/    event files
     plots/          PNGs (lecun_jax.plots)
 
