@@ -511,6 +511,8 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
         f"{device_info()['kind']} x{1 if mesh is None else mesh.size}; compiled in {compile_s:.1f} s"
     )
 
+    if plots and first <= config.train.passes:
+        _prefetch_plots()
     pass_times: list[float] = []
     loop_start = time.perf_counter()
     try:
@@ -683,6 +685,22 @@ def _save_test_outputs(config, model, params, dataset, workdir: Path) -> None:
     buf = io.BytesIO()
     np.savez(buf, outputs=outputs.astype(np.float32), labels=dataset.test.labels)
     reporting.atomic_write_bytes(workdir / TEST_OUTPUTS, buf.getvalue())
+
+
+def _prefetch_plots() -> None:
+    """Imports matplotlib (a third of a second) on a thread while the passes run: the pass
+    loop waits on XLA with the GIL released, so the plots after it start at once."""
+    import threading
+
+    def load():
+        try:
+            from lecun_jax import plots  # noqa: F401
+
+            plots.prefetch()
+        except ImportError:
+            pass  # _plots says so
+
+    threading.Thread(target=load, name="import-plots", daemon=True).start()
 
 
 def _plots(workdir: Path, test_images: np.ndarray) -> None:

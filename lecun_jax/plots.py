@@ -27,6 +27,13 @@ SPLIT_STYLE = {"train": "tab:blue", "test": "tab:orange"}
 DPI = 110
 
 
+def prefetch() -> None:
+    """Imports what drawing needs (for a thread to do while other work runs)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import matplotlib.ticker  # noqa: F401
+
+
 def _figure(width: float, height: float):
     """A matplotlib Figure drawn by Agg, without pyplot (no global state: safe off the main thread)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

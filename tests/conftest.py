@@ -21,6 +21,17 @@ if "TFDS_DATA_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["TFDS_DATA_DIR"], ignore_errors=True)
 
 
+def small_config(**fields):
+    """The 1989 recipe on 300 training digits for 3 passes, with ``fields`` set (``a__b=v`` sets a.b)."""
+    from lecun_jax import config as config_lib
+
+    c = config_lib.base()
+    c.data.train_size, c.train.passes = 300, 3
+    for path, value in fields.items():
+        config_lib.set_path(c, path.replace("__", "."), value)
+    return c
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "mnist").is_dir() or not (SHARED_DATA / "usps").is_dir():

@@ -10,20 +10,15 @@ import numpy as np
 import pytest
 
 import lecun_jax
-from lecun_jax import config as config_lib
 from lecun_jax import experiment, reporting, sweep
-from conftest import REPO
+from conftest import REPO, small_config
 from events import read_scalars
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _config(**fields):
-    c = config_lib.base()
-    c.data.train_size, c.train.passes = 300, 3
-    for path, value in fields.items():
-        config_lib.set_path(c, path.replace("__", "."), value)
-    return c
+    return small_config(**fields)
 
 
 @pytest.fixture(scope="module")

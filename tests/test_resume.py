@@ -14,17 +14,12 @@ import jax
 import numpy as np
 import pytest
 
-from lecun_jax import config as config_lib
 from lecun_jax import experiment, reporting
-from conftest import REPO
+from conftest import REPO, small_config
 
 
 def _config(**fields):
-    c = config_lib.base()
-    c.data.train_size, c.train.passes = 300, 4
-    for path, value in fields.items():
-        config_lib.set_path(c, path.replace("__", "."), value)
-    return c
+    return small_config(**{"train__passes": 4, **fields})
 
 
 def _quiet(s):
