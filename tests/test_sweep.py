@@ -1,0 +1,157 @@
+"""Sweep tables a researcher can read: a column per varied field, the published
+figure only beside its own recipe, per-seed errors, flat row folders, rows that
+fail for any reason."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lecun_jax import config as config_lib
+from lecun_jax import experiment, sweep
+from conftest import REPO
+
+LECUN1989 = REPO / "configs" / "lecun1989.py"
+ABLATIONS = REPO / "configs" / "ablations.py"
+ISSUE_GRID = "optimizer.learning_rate=0.01,0.03;train.passes=1,2"
+
+
+def _quiet(_):
+    pass
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_issue_grid_changes_the_recipe_on_every_row():
+    c = config_lib.load_file(LECUN1989)
+    c.sweep.grid = ISSUE_GRID
+    runs = sweep.expand(LECUN1989, c, {"sweep.grid": ISSUE_GRID})
+    assert [r.varied for r in runs] == [
+        {"optimizer.learning_rate": lr, "train.passes": p} for lr in (0.01, 0.03) for p in (1, 2)]
+    assert all("train.passes" in r.changed for r in runs)  # 1 or 2 passes is not the published 23
+    rec = sweep.row_record(runs[1], None, "x", REPO)
+    assert rec["reference_test_error"] is None and rec["reference_label"] == ""
+
+
+def test_presets_keep_their_published_figure_unless_the_command_line_changes_the_recipe():
+    c = config_lib.load_file(ABLATIONS, "all")
+    same = sweep.expand(ABLATIONS, c, {"num_seeds": 5, "data.source_dir": "/x", "model.conv": "lax"})
+    assert [r.changed for r in same] == [()] * 5
+    records = [sweep.row_record(r, None, "not run", REPO) for r in same]
+    assert [r["reference_test_error"] for r in records] == [4.09, 4.38, 3.59, 2.19, 1.59]
+    table = sweep.table_markdown(records, 0.0)
+    assert "| published test % (train) |" in table.splitlines()[0] and "| 2.19 (1.70) |" in table
+    shorter = sweep.expand(ABLATIONS, c, {"train.passes": 2})
+    assert [r.changed for r in shorter] == [("train.passes",)] * 5
+    assert all(sweep.row_record(r, None, "x", REPO)["reference_test_error"] is None for r in shorter)
+    # a sweep of one config: an overridden recipe field counts as changed, whatever its value
+    one = config_lib.load_file(LECUN1989)
+    assert sweep.expand(LECUN1989, one, {"optimizer.learning_rate": 0.03})[0].changed == ("optimizer.learning_rate",)
+
+
+def test_sweep_fields_are_not_grid_axes():
+    for grid in ("sweep.rows=repro,ce", "train.passes=1;sweep.grid=x"):
+        with pytest.raises(config_lib.ConfigError, match=r"cannot be a grid axis"):
+            sweep.parse_grid(grid)
+
+
+def test_a_sweep_field_in_the_grid_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "--config.sweep.grid=sweep.rows=repro,ce", f"--workdir={tmp_path / 's'}"],
+        cwd=REPO, capture_output=True, text=True, env=os.environ | {"JAX_PLATFORMS": "cpu"}, timeout=600)
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "sweep.rows cannot be a grid axis" in errors[0]
+    assert not (tmp_path / "s" / "table.csv").exists()  # refused before any row ran
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    """The issue's grid, as launch.py runs it (the command line's fields as overrides),
+    on 200 digits and 2 seeds."""
+    workdir = tmp_path_factory.mktemp("grid")
+    c = config_lib.load_file(LECUN1989)
+    overrides = {"data.train_size": 200, "num_seeds": 2, "sweep.grid": ISSUE_GRID}
+    for path, value in overrides.items():
+        config_lib.set_path(c, path, value)
+    records = sweep.run(LECUN1989, c, overrides, workdir, echo=_quiet)
+    return workdir, records
+
+
+def test_grid_table_has_a_column_per_varied_field_and_no_published_figure(grid_sweep):
+    workdir, records = grid_sweep
+    rows = _csv(workdir / "table.csv")
+    assert list(rows[0])[:3] == ["row", "optimizer.learning_rate", "train.passes"]
+    assert [(float(r["optimizer.learning_rate"]), int(r["train.passes"]), int(r["passes"])) for r in rows] == [
+        (0.01, 1, 1), (0.01, 2, 2), (0.03, 1, 1), (0.03, 2, 2)]
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert [(r["reference_test_error"], r["reference_label"]) for r in rows] == [("", "")] * 4
+    assert "test_errors" not in rows[0]  # lists stay in sweep.json
+    table = (workdir / "table.md").read_text()
+    assert table.startswith("| row | optimizer.learning_rate | train.passes | data |")
+    assert "published" not in table and "4.09" not in table
+    assert "| run-learning_rate=0.03-passes=2 | 0.03 | 2 | mnist1989 (200) | 2 | 2 |" in table
+    saved = json.loads((workdir / "sweep.json").read_text())
+    assert saved["varied"] == ["optimizer.learning_rate", "train.passes"]
+    assert all(r["reference_test_error"] is None for r in saved["rows"])
+
+
+def test_sweep_json_has_every_seeds_final_errors(grid_sweep):
+    workdir, _ = grid_sweep
+    for row in json.loads((workdir / "sweep.json").read_text())["rows"]:
+        summary = json.loads((workdir / row["row"] / "summary.json").read_text())
+        for split in ("train", "test"):
+            assert row[f"{split}_errors"] == summary["final"][split]["error"]
+            assert len(row[f"{split}_errors"]) == 2
+            assert row[f"{split}_error_mean"] == pytest.approx(sum(row[f"{split}_errors"]) / 2)
+
+
+def test_a_grid_value_with_a_slash_makes_one_flat_folder(tmp_path):
+    c = config_lib.base()
+    c.data.train_size, c.train.passes = 200, 1
+    c.sweep.grid = "reference.label=../up/and/down"
+    workdir = tmp_path / "s"
+    records = sweep.run(LECUN1989, c, {}, workdir, echo=_quiet)
+    assert [r["status"] for r in records] == ["ok"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # nothing escaped the sweep's folder
+    folders = [p for p in workdir.iterdir() if p.is_dir()]
+    assert len(folders) == 1 and (folders[0] / "summary.json").exists()
+    assert "/" not in folders[0].name and folders[0].name == sweep.folder_name("run-label=../up/and/down")
+    assert records[0]["workdir"] == str(folders[0])
+    assert _csv(workdir / "table.csv")[0]["reference.label"] == "../up/and/down"  # the real value in its column
+    # names that differ only in such characters keep apart
+    assert sweep.folder_name("run-x=a/b") != sweep.folder_name("run-x=a_b")
+    assert sweep.folder_name("run-lr=0.01") == "run-lr=0.01"
+
+
+def test_a_row_failing_with_an_unexpected_exception_is_marked_failed_and_the_table_is_written(tmp_path, monkeypatch):
+    real = experiment.train_and_evaluate
+
+    def flaky(config, workdir, **kwargs):
+        if config.optimizer.learning_rate == 0.01:
+            raise RuntimeError("something nobody expected\nsecond line of the message")
+        return real(config, workdir, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_and_evaluate", flaky)
+    c = config_lib.base()
+    c.data.train_size, c.train.passes = 200, 1
+    c.sweep.grid = "optimizer.learning_rate=0.01,0.03"
+    lines = []
+    records = sweep.run(LECUN1989, c, {}, tmp_path, echo=lines.append)
+    assert records[0]["status"].startswith("failed: RuntimeError: something nobody expected (traceback in ")
+    assert "\n" not in records[0]["status"] and records[1]["status"] == "ok"
+    assert sweep.failed(records) == ["run-learning_rate=0.01"]
+    assert "Traceback" in (tmp_path / "run-learning_rate=0.01" / sweep.ERROR_TXT).read_text()
+    rows = _csv(tmp_path / "table.csv")
+    assert [r["status"][:30] for r in rows] == ["failed: RuntimeError: somethin", "ok"]
+    assert float(rows[1]["test_error_mean"]) > 0
+    assert "failed: RuntimeError" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "ablations.png").exists()
+    assert any("run-learning_rate=0.01 failed: RuntimeError" in l for l in lines)
