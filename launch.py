@@ -33,6 +33,36 @@ flags.DEFINE_string(
     "skips compiling. An empty value (--compilation_cache=) turns it off.",
 )
 
+flags.DEFINE_string("coordinator_address", None, "Multi-process job: host:port of process 0's coordinator.")
+flags.DEFINE_integer("num_processes", None, "Multi-process job: how many processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "Multi-process job: this process's index, 0 to num_processes - 1.")
+
+
+def initialize_distributed() -> None:
+    """Joins a multi-process job: from the three flags when given, else from what JAX
+    detects (its JAX_* variables, SLURM, Open MPI, Cloud TPU); a lone process skips it.
+    CPU processes exchange collectives over gloo, so a CPU-only cluster works too."""
+    given = {n: flags.FLAGS[n].value for n in ("coordinator_address", "num_processes", "process_id")}
+    if not any(v is not None for v in given.values()):
+        _cpu_collectives()  # used only if a cluster environment makes this a multi-process job
+        return cli.maybe_initialize_distributed()
+    missing = [f"--{n}" for n, v in given.items() if v is None]
+    if missing:
+        cli.fail(f"a multi-process job needs --coordinator_address, --num_processes and --process_id; missing {', '.join(missing)}")
+    if not given["num_processes"] >= 1 or not 0 <= given["process_id"] < given["num_processes"]:
+        cli.fail(f"--process_id={given['process_id']} --num_processes={given['num_processes']}: "
+                 "valid: num_processes >= 1 and 0 <= process_id < num_processes")
+    import jax
+
+    _cpu_collectives()
+    jax.distributed.initialize(**given)
+
+
+def _cpu_collectives() -> None:
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
 
 def enable_compilation_cache(directory: str) -> None:
     """Compiled programs kept on disk (all of them: the default keeps only those over 1 s to compile)."""
@@ -48,7 +78,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # --verbosity=0 shows info logs
     if flags.FLAGS.compilation_cache:
         enable_compilation_cache(flags.FLAGS.compilation_cache)
-    cli.maybe_initialize_distributed()
+    initialize_distributed()
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.train.passes=5)")
     config, spec = _CONFIG.value, cli.config_spec(sys.argv)

@@ -255,7 +255,8 @@ class Checkpoints:
             shutil.rmtree(self.directory / str(old), ignore_errors=True)
         self.seconds += time.perf_counter() - t
 
-    def _read(self, pass_number: int, template):
+    def read(self, pass_number: int, template):
+        """(state, records, meta) of one pass's checkpoint; raises if it cannot be read."""
         with np.load(self.directory / str(pass_number) / self.FILE, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             records = json.loads(str(z["records"]))
@@ -279,7 +280,7 @@ class Checkpoints:
         """
         for p in reversed(self.passes()):
             try:
-                return self._read(p, template)
+                return self.read(p, template)
             except CheckpointMismatch:
                 raise
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -446,7 +447,11 @@ def train_and_evaluate(
 
 def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
                         start, startup_s) -> dict:
-    status = inspect_workdir(config, workdir, overwrite, given)
+    # With several processes, process 0 inspects (and, with overwrite, clears) the
+    # workdir; the others take its verdict rather than race it.
+    statuses = ("new", "resume", "done")
+    status = inspect_workdir(config, workdir, overwrite, given) if jax.process_index() == 0 else "new"
+    status = statuses[_from_process_0(statuses.index(status))]
     if status == "done":
         done = json.loads((workdir / reporting.SUMMARY).read_text())
         echo(f"{workdir} already holds this run, finished; its results:")
@@ -466,15 +471,23 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     state = train_lib.init_states(config, parts.model, parts.optimizer, replicas)
     checkpoints = Checkpoints(workdir / CHECKPOINTS, echo=echo)
     records: list[dict] = []
-    if status == "resume" and checkpoints.latest() is not None:
+    if status == "resume":
         template = real_replicas(config, to_numpy(state))
-        try:
-            restored = checkpoints.restore(template)
-        except CheckpointMismatch as e:  # e.g. parameters of another layout (before 2026-11-30: HWIO)
+        restored, mismatch = None, None
+        if jax.process_index() == 0:
+            try:
+                restored = checkpoints.restore(template)
+            except CheckpointMismatch as e:  # e.g. parameters of another layout (before 2026-11-30: HWIO)
+                mismatch = str(e)
+        # every process resumes from the checkpoint process 0 chose (or stops with it)
+        chosen = _from_process_0(-2 if mismatch else -1 if restored is None else restored[2]["pass"])
+        if chosen == -2:
             raise WorkdirError(
-                f"{workdir}: its checkpoint does not fit this run's train state ({e}); "
+                f"{workdir}: its checkpoint does not fit this run's train state ({mismatch or 'see process 0'}); "
                 "pass --overwrite to start again, or choose another --workdir"
-            ) from None
+            )
+        if jax.process_index() != 0 and chosen >= 0:
+            restored = checkpoints.read(chosen, template)
         if restored is None:
             echo(f"{workdir}: no readable checkpoint; starting from pass 1")
         else:
@@ -595,6 +608,15 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
         f"wall {summary['time']['wall_s']:.1f} s{speed}; results in {workdir}"
     )
     return summary
+
+
+def _from_process_0(value: int) -> int:
+    """Process 0's ``value`` in every process (itself with one process)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def process_age() -> float | None:

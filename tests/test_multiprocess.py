@@ -1,0 +1,93 @@
+"""Two processes on this machine (loopback coordinator, one CPU device each) run one
+multi-seed job: one writer, killed with SIGKILL and restarted, ending with the metrics
+of a single process with the same two devices."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lecun_jax import reporting
+from conftest import REPO
+
+ARGS = ["--config.data.train_size=300", "--config.train.passes=5", "--config.num_seeds=4", "--compilation_cache="]
+RECORDS_PER_PASS = 4 * 2  # replicas x splits
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONUNBUFFERED="1")
+
+
+def _start_job(workdir, logs, tag):
+    port = _free_port()
+    procs = []
+    for i in range(2):
+        log = open(logs / f"{tag}_{i}.log", "w")
+        procs.append(subprocess.Popen(
+            [sys.executable, str(REPO / "launch.py"), f"--workdir={workdir}", *ARGS,
+             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=logs, env=_env(1)))
+    return procs
+
+
+def _passes_done(workdir) -> int:
+    try:
+        return len(reporting.read_jsonl(workdir / "metrics.jsonl")) // RECORDS_PER_PASS
+    except (OSError, ValueError):
+        return 0
+
+
+def test_two_processes_killed_and_restarted_end_with_a_single_process_metrics(tmp_path):
+    single = tmp_path / "single"
+    result = subprocess.run([sys.executable, str(REPO / "launch.py"), f"--workdir={single}", *ARGS],
+                            capture_output=True, text=True, cwd=tmp_path, env=_env(2))
+    assert result.returncode == 0, result.stderr
+
+    workdir, logs = tmp_path / "shared", tmp_path
+    procs = _start_job(workdir, logs, "first")
+    deadline = time.time() + 240
+    while _passes_done(workdir) < 2:
+        assert time.time() < deadline and all(p.poll() is None for p in procs), (logs / "first_0.log").read_text()
+        time.sleep(0.02)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    for p in procs:
+        p.wait()
+    killed_after = _passes_done(workdir)
+    assert 2 <= killed_after < 5
+
+    procs = _start_job(workdir, logs, "again")
+    for p in procs:
+        assert p.wait(timeout=300) == 0, (logs / "again_0.log").read_text() + (logs / "again_1.log").read_text()
+    outputs = [(logs / f"again_{i}.log").read_text() for i in range(2)]
+    assert not any("Traceback" in o for o in outputs), outputs
+    assert "resuming" in outputs[0] and "done:" in outputs[0]
+    assert "done:" not in outputs[1]  # one writer: process 1 prints and writes nothing of the run
+
+    assert reporting.read_jsonl(workdir / "metrics.jsonl") == reporting.read_jsonl(single / "metrics.jsonl")
+    jax.tree.map(np.testing.assert_array_equal, reporting.load_params(workdir / "params.npz"),
+                 reporting.load_params(single / "params.npz"))
+    summary = __import__("json").loads((workdir / "summary.json").read_text())
+    assert summary["device"]["processes"] == 2 and summary["device"]["used"] == 2
+    assert summary["resumed_after_pass"] == killed_after
+    assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["confusion.png", "curves.png", "misclassified.png"]
+
+
+def test_a_partial_multiprocess_command_line_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--coordinator_address=127.0.0.1:1234", "--num_processes=2"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: a multi-process job needs --coordinator_address, --num_processes and --process_id; missing --process_id"]
