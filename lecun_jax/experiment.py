@@ -30,6 +30,7 @@ of (seed, replica, pass). A workdir holding another config is refused unless
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -39,6 +40,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -68,6 +70,33 @@ SUN4_1989_S = 3 * 24 * 3600  # LeCun et al.: "3 days" on a SUN-4/260
 KARPATHY_M1_S = 90.0  # Karpathy 2022: about 90 s on a MacBook Air M1 CPU
 
 
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def this_process_only():
+    """Inside, runs use only this process's devices and write their own workdir, as a
+    lone process would: how a multi-process sweep spreads its rows over the processes."""
+    before = getattr(_SCOPE, "local", False)
+    _SCOPE.local = True
+    try:
+        yield
+    finally:
+        _SCOPE.local = before
+
+
+def process_index() -> int:
+    return 0 if getattr(_SCOPE, "local", False) else jax.process_index()
+
+
+def process_count() -> int:
+    return 1 if getattr(_SCOPE, "local", False) else jax.process_count()
+
+
+def devices() -> list:
+    return jax.local_devices() if getattr(_SCOPE, "local", False) else jax.devices()
+
+
 def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     """The dataset of ``config.data``, its training split cut to ``train_size``."""
     d = config.data
@@ -95,10 +124,10 @@ def replica_layout(num_seeds: int) -> tuple[Mesh | None, int]:
     result). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
     makes N devices of N cores; ``launch.py`` sets it to the core count.
     """
-    n = min(len(jax.devices()), num_seeds)
+    n = min(len(devices()), num_seeds)
     if num_seeds == 1 or n == 1:
         return None, num_seeds
-    return Mesh(np.asarray(jax.devices()[:n]), ("seed",)), math.ceil(num_seeds / n) * n
+    return Mesh(np.asarray(devices()[:n]), ("seed",)), math.ceil(num_seeds / n) * n
 
 
 def real_replicas(config, tree):
@@ -110,7 +139,7 @@ def real_replicas(config, tree):
 
 def to_numpy(tree):
     """Host copies; with several processes, gathered from all of them."""
-    if jax.process_count() > 1:
+    if process_count() > 1:
         from jax.experimental import multihost_utils
 
         tree = multihost_utils.process_allgather(tree, tiled=True)
@@ -236,7 +265,7 @@ class Checkpoints:
 
     def save(self, pass_number: int, state, records: list[dict], data: dict) -> None:
         """``state``: host arrays (numpy); ``data``: what it trained on (see :func:`data_identity`)."""
-        if jax.process_index() != 0:
+        if process_index() != 0:
             return
         t = time.perf_counter()
         paths, leaves = zip(*[(jax.tree_util.keystr(k), np.asarray(v)) for k, v in jax.tree_util.tree_flatten_with_path(state)[0]])
@@ -286,7 +315,7 @@ class Checkpoints:
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 aside = self.directory / f"{p}.unreadable"
                 shutil.rmtree(aside, ignore_errors=True)
-                if jax.process_index() == 0:
+                if process_index() == 0:
                     os.rename(self.directory / str(p), aside)
                 self.echo(f"checkpoint of pass {p} cannot be read ({type(e).__name__}: {str(e)[:80]}); "
                           f"set aside as {aside}, using an older one")
@@ -361,10 +390,10 @@ class TensorBoard:
 
 
 def device_info(mesh: Mesh | None = None) -> dict:
-    d = jax.devices()[0]
+    d = devices()[0]
     return {
-        "platform": d.platform, "kind": d.device_kind, "count": jax.device_count(),
-        "processes": jax.process_count(), "used": 1 if mesh is None else mesh.size,
+        "platform": d.platform, "kind": d.device_kind, "count": len(devices()),
+        "processes": process_count(), "used": 1 if mesh is None else mesh.size,
     }
 
 
@@ -433,7 +462,7 @@ def train_and_evaluate(
     config_lib.validate(config)
     workdir = Path(workdir)
     given = describe_parts(model, optimizer, loss)
-    writer = jax.process_index() == 0
+    writer = process_index() == 0
     if writer:
         workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir) if writer else None
@@ -450,7 +479,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     # With several processes, process 0 inspects (and, with overwrite, clears) the
     # workdir; the others take its verdict rather than race it.
     statuses = ("new", "resume", "done")
-    status = inspect_workdir(config, workdir, overwrite, given) if jax.process_index() == 0 else "new"
+    status = inspect_workdir(config, workdir, overwrite, given) if process_index() == 0 else "new"
     status = statuses[_from_process_0(statuses.index(status))]
     if status == "done":
         done = json.loads((workdir / reporting.SUMMARY).read_text())
@@ -474,7 +503,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     if status == "resume":
         template = real_replicas(config, to_numpy(state))
         restored, mismatch = None, None
-        if jax.process_index() == 0:
+        if process_index() == 0:
             try:
                 restored = checkpoints.restore(template)
             except CheckpointMismatch as e:  # e.g. parameters of another layout (before 2026-11-30: HWIO)
@@ -486,7 +515,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
                 f"{workdir}: its checkpoint does not fit this run's train state ({mismatch or 'see process 0'}); "
                 "pass --overwrite to start again, or choose another --workdir"
             )
-        if jax.process_index() != 0 and chosen >= 0:
+        if process_index() != 0 and chosen >= 0:
             restored = checkpoints.read(chosen, template)
         if restored is None:
             echo(f"{workdir}: no readable checkpoint; starting from pass 1")
@@ -507,11 +536,11 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     }
     compile_s = time.perf_counter() - t
 
-    if jax.process_index() == 0:
+    if process_index() == 0:
         reporting.write_json(workdir / reporting.CONFIG, _config_json(config, given))
         reporting.write_jsonl(workdir / reporting.METRICS, records)
     rates = optimizers.pass_learning_rates(config.optimizer, config.train.passes)
-    board = TensorBoard(workdir / TENSORBOARD, config.num_seeds, config.seed) if jax.process_index() == 0 else None
+    board = TensorBoard(workdir / TENSORBOARD, config.num_seeds, config.seed) if process_index() == 0 else None
     if board is not None:
         board.write(records, rates)
     abstract = model_lib.abstract_params(parts.model)
@@ -555,7 +584,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     # below redoes it when run again, and summary.json, written last, marks it done.
     t = time.perf_counter()
     params = real_replicas(config, to_numpy(state["params"]))
-    if jax.process_index() != 0:
+    if process_index() != 0:
         return {}
     reporting.save_params(workdir / reporting.PARAMS, params)
     _save_test_outputs(config, parts.model, params, dataset, workdir)
@@ -612,7 +641,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
 
 def _from_process_0(value: int) -> int:
     """Process 0's ``value`` in every process (itself with one process)."""
-    if jax.process_count() == 1:
+    if process_count() == 1:
         return value
     from jax.experimental import multihost_utils
 

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import io
 import itertools
+import json
 import re
 import time
 import traceback
@@ -249,13 +250,18 @@ def run(
     runs = expand(config_file, config, overrides)
     varied = list(dict.fromkeys(k for r in runs for k in r.varied))
     echo(f"sweep: {len(runs)} runs: {', '.join(r.name for r in runs)}")
+    # In a multi-process job each process runs every n-th row alone (its own devices,
+    # an ordinary run in the row's folder); process 0 writes the tables once all are done.
+    index, count = experiment.process_index(), experiment.process_count()
+    mine = [(i, r) for i, r in enumerate(runs, 1) if (i - 1) % count == index]
     records = []
-    for i, r in enumerate(runs, 1):
+    for i, r in mine:
         echo(f"== [{i}/{len(runs)}] {r.name} (sweep {time.perf_counter() - start:.0f} s so far)")
         summary, error = None, None
         (workdir / r.folder / ERROR_TXT).unlink(missing_ok=True)  # from an earlier failed attempt
         try:
-            summary = experiment.train_and_evaluate(r.config, workdir / r.folder, overwrite=overwrite, label=r.name, echo=echo)
+            with experiment.this_process_only():
+                summary = experiment.train_and_evaluate(r.config, workdir / r.folder, overwrite=overwrite, label=r.name, echo=echo)
         except (experiment.NumericalError, data_lib.DataError, config_lib.ConfigError, experiment.WorkdirError) as e:
             error = _one_line(e, expected=True)
         except Exception as e:  # any other fault of one row: the others still run
@@ -265,7 +271,17 @@ def run(
         if error is not None:
             echo(f"== {r.name} failed: {error}")
         records.append(row_record(r, summary, error, workdir / r.folder))
-        _write(workdir, records, time.perf_counter() - start, varied)  # a table after every row
+        if count == 1:
+            _write(workdir, records, time.perf_counter() - start, varied)  # a table after every row
+        else:
+            reporting.write_json(workdir / r.folder / ROW_JSON, records[-1])
+    if count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("lecun_jax sweep: every row done")
+        if index != 0:
+            return []
+        records = [json.loads((workdir / r.folder / ROW_JSON).read_text()) for r in runs]
     wall_s = time.perf_counter() - start
     _write(workdir, records, wall_s, varied)
     from lecun_jax import plots, scaling
@@ -277,6 +293,9 @@ def run(
     echo(table_markdown(records, wall_s, varied))
     echo(f"wrote {workdir / TABLE_MD} and {workdir / TABLE_CSV}")
     return records
+
+
+ROW_JSON = "sweep_row.json"  # a row's table record, from the process that ran it (multi-process sweeps)
 
 
 def _write(workdir: Path, records: list[dict], wall_s: float, varied: list[str]) -> None:

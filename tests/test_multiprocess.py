@@ -91,3 +91,35 @@ def test_a_partial_multiprocess_command_line_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: a multi-process job needs --coordinator_address, --num_processes and --process_id; missing --process_id"]
+
+
+SWEEP = ["--config.data.train_size=200", "--config.train.passes=2", "--config.num_seeds=2", "--compilation_cache=",
+         "--config.sweep.grid=optimizer.learning_rate=0.01,0.03,0.1"]
+
+
+def _table(workdir):
+    import csv
+
+    rows = list(csv.DictReader((workdir / "table.csv").open()))
+    for r in rows:  # where and how fast it ran differ; what it computed must not
+        del r["wall_s"], r["workdir"]
+    return rows
+
+
+def test_a_sweep_spread_over_two_processes_gives_the_one_process_table(tmp_path):
+    one = subprocess.run([sys.executable, str(REPO / "launch.py"), f"--workdir={tmp_path / 'one'}", *SWEEP],
+                         capture_output=True, text=True, cwd=tmp_path, env=_env(1))
+    assert one.returncode == 0, one.stderr
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(REPO / "launch.py"), f"--workdir={tmp_path / 'two'}", *SWEEP,
+                               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=_env(1))
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert not any("Traceback" in o for o in outputs)
+    # rows 1 and 3 ran in process 0, row 2 in process 1; process 0 wrote the table
+    assert "[1/3]" in outputs[0] and "[3/3]" in outputs[0] and "[2/3]" not in outputs[0]
+    assert "[2/3]" in outputs[1] and "[1/3]" not in outputs[1] and "wrote" not in outputs[1]
+    assert len(_table(tmp_path / "two")) == 3
+    assert _table(tmp_path / "two") == _table(tmp_path / "one")
