@@ -1,19 +1,22 @@
 """What ``launch.py`` needs beyond absl: one-line errors and default workdirs.
 
-Every failure a user can cause (a bad flag, a config field that does not exist
-or holds an invalid value, a workdir of another run, a bad data file) ends the
-process with one line on stderr and a non-zero exit: 2 for usage and config,
-1 for data and numerical faults. No tracebacks from deep inside XLA.
+Every failure a user can cause (a bad flag, a config file or field that does
+not exist or holds an invalid value, a workdir of another run or that cannot be
+written, a bad data file) ends the process with one line on stderr and a
+non-zero exit: 2 for usage and config, 1 for data, numerical and I/O faults
+(a full disk included), 130 for Ctrl-C. No tracebacks from deep inside XLA.
 """
 
 from __future__ import annotations
 
-import difflib
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from absl import flags
@@ -22,7 +25,7 @@ from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
 from lecun_jax import experiment
 
-USAGE, FAULT = 2, 1
+USAGE, FAULT, INTERRUPTED = 2, 1, 130
 _CONFIG_FLAG = re.compile(r"^--?config(=|$)")
 _OVERRIDE = re.compile(r"^--?config\.([^=]+)(=.*)?$")
 
@@ -62,8 +65,8 @@ def load_config_file(spec: str):
     path, _, arg = spec.partition(":")
     try:
         return config_lib.load_file(path, arg or None)
-    except config_lib.ConfigError as e:
-        fail(f"--config={spec}: {e}")
+    except config_lib.ConfigError as e:  # its message starts with the file's name: said once
+        fail(f"--config={spec}: {str(e).removeprefix(f'{spec}: ').removeprefix(f'{path}: ')}")
 
 
 def override_paths(argv: list[str]) -> list[str]:
@@ -76,20 +79,8 @@ def _diagnose_overrides(argv: list[str], spec: str) -> str | None:
     prefixes = {".".join(k.split(".")[:i]) for k in fields for i in range(1, k.count(".") + 1)}
     for path in override_paths(argv):
         if path not in fields and path not in prefixes:
-            near = _did_you_mean(path, list(fields))
-            hint = f"did you mean config.{near[0]}? " if near else ""
-            return f"--config.{path}: no such config field; {hint}valid fields: {', '.join(fields)}"
+            return f"--config.{path}: no such config field; {config_lib.field_hint(path, list(fields))}"
     return None
-
-
-def _did_you_mean(path: str, fields: list[str]) -> list[str]:
-    """Close field names; an abbreviation by initials (lr: learning_rate) counts as close."""
-    section, _, leaf = path.rpartition(".")
-    for f in fields:
-        f_section, _, f_leaf = f.rpartition(".")
-        if f_section == section and "".join(w[0] for w in f_leaf.split("_")) == leaf:
-            return [f]
-    return difflib.get_close_matches(path, fields, n=1)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -99,6 +90,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         path = spec.partition(":")[0]
         if not Path(path).is_file():
             fail(f"--config={spec}: config file {path} not found")
+        load_config_file(spec)  # not Python, raises, or returns no ConfigDict: one line before absl sees it
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -141,15 +133,70 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def run(config, workdir: str, **kwargs) -> dict:
-    """train_and_evaluate with every expected failure as one line and an exit code."""
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """``e`` if it is an OSError, or the storage failure (disk full, quota, I/O, read-only)
+    that caused it: orbax and TFDS re-raise those wrapped in their own exceptions."""
+    if isinstance(e, OSError):
+        return e
+    seen = {id(e)}
+    while (e := e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+            return e
+        seen.add(id(e))
+    return None
+
+
+def io_message(e: OSError) -> str:
+    """One line for an I/O failure: what, where, and for a full disk what to do."""
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"disk full: {where}{e.strerror or 'No space left on device'}; free some space and run the same command again to resume"
+    return f"{where}{e.strerror or e}"
+
+
+def prepare_workdir(workdir: str | os.PathLike) -> None:
+    """Creates ``workdir`` (and checks it takes a file) before any data is loaded; exit 2 if it
+    cannot be (a file, a path under a file, too long a name, no permission, a read-only place)."""
+    path = Path(workdir)
     try:
-        config_lib.validate(config)
-        return experiment.train_and_evaluate(config, workdir, **kwargs)
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = {
+            errno.EEXIST: "exists and is not a directory",
+            errno.ENOTDIR: "a part of the path is a file, not a directory",
+            errno.ENAMETOOLONG: "a name in the path is too long",
+        }.get(e.errno, f"cannot be created or written ({e.strerror or e})")
+        fail(f"--workdir={workdir}: {reason}", USAGE)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Every expected failure inside the block as one line and its exit code."""
+    try:
+        yield
     except (config_lib.ConfigError, experiment.WorkdirError) as e:
         fail(str(e), USAGE)
     except (data_lib.DataError, experiment.NumericalError) as e:
         fail(str(e), FAULT)
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to resume", INTERRUPTED)
+    except Exception as e:
+        if (os_error := os_error_in(e)) is None:
+            raise  # not an expected failure: a bug, with its traceback
+        fail(io_message(os_error), FAULT)
+
+
+def run(config, workdir: str, **kwargs) -> dict:
+    """train_and_evaluate with every expected failure as one line and an exit code."""
+    with one_line_errors():
+        config_lib.validate(config)
+        prepare_workdir(workdir)
+        return experiment.train_and_evaluate(config, workdir, **kwargs)
 
 
 def run_sweep(spec: str, config, workdir: str, **kwargs) -> list[dict]:
@@ -157,10 +204,9 @@ def run_sweep(spec: str, config, workdir: str, **kwargs) -> list[dict]:
     from lecun_jax import sweep
 
     overrides = {p: config_lib.get_path(config, p) for p in override_paths(sys.argv)}
-    try:
+    with one_line_errors():
+        prepare_workdir(workdir)
         records = sweep.run(spec.partition(":")[0], config, overrides, workdir, **kwargs)
-    except config_lib.ConfigError as e:
-        fail(str(e), USAGE)
     if sweep.failed(records):
         fail(f"{len(sweep.failed(records))} of {len(records)} runs failed: {', '.join(sweep.failed(records))}", FAULT)
     return records

@@ -10,6 +10,7 @@ names their home modules define (tests/test_imports.py checks they agree).
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 from pathlib import Path
@@ -112,16 +113,25 @@ def _number(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, integer=Fal
         if not math.isfinite(v):
             return "expected a finite number"
         if v < lo or (lo_open and v == lo) or v > hi or (hi_open and v == hi):
-            left = "(" if lo_open else "["
-            right = ")" if hi_open else "]"
-            return f"valid: {'integer ' if integer else ''}in {left}{lo:g}, {hi:g}{right}"
+            left = "(" if lo_open or lo == -math.inf else "["  # infinities are refused above: open ends
+            right = ")" if hi_open or hi == math.inf else "]"
+            return f"valid: {'integer ' if integer else ''}in {left}{_bound(lo)}, {_bound(hi)}{right}"
         return None
 
     return check
 
 
-def _optional_str(v):
-    return None if v is None or isinstance(v, str) else "expected a path or None"
+def _bound(x) -> str:
+    return f"{x:g}" if not math.isfinite(x) or x != int(x) else str(int(x))
+
+
+def _optional_path(v):
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        return "expected a path or None"
+    # Path('') is the current folder; an empty --config.data.source_dir= must not mean it
+    return None if v.strip() else "an empty path; give a directory, or leave the field unset (None)"
 
 
 def _bool(v):
@@ -158,8 +168,8 @@ SCHEMA: dict[str, Callable[[Any], str | None] | None] = {
     "seed": _number(0, 2**32 - 1, integer=True),
     "num_seeds": _number(1, 1024, integer=True),
     "data.name": _choice(DATASETS),
-    "data.source_dir": _optional_str,
-    "data.tfds_dir": _optional_str,
+    "data.source_dir": _optional_path,
+    "data.tfds_dir": _optional_path,
     "data.mnist_url": _url,
     "data.train_size": _optional_int(1),
     "data.train_subset": _choice(SUBSETS),
@@ -238,7 +248,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     fields = flatten(c)
     for path in fields:
         if path not in SCHEMA:
-            raise ConfigError(f"config.{path}: unknown field; valid fields: {', '.join(SCHEMA)}")
+            raise ConfigError(f"config.{path}: unknown field; {field_hint(path, list(SCHEMA))}")
     for path, check in SCHEMA.items():
         if path not in fields:
             raise ConfigError(f"config.{path}: missing (start config files from lecun_jax.config.base())")
@@ -269,13 +279,52 @@ def load_file(path: str | Path, arg: str | None = None) -> ml_collections.Config
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
+    label = f"{path}{':' + arg if arg else ''}"
     spec = importlib.util.spec_from_file_location(f"_lecun_jax_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: not a Python file; a config file is a .py file whose get_config() returns a ConfigDict")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-        return module.get_config(arg) if arg else module.get_config()
+        config = module.get_config(arg) if arg else module.get_config()
     except Exception as e:  # a config file is user code: report it in one line
-        raise ConfigError(f"{path}{':' + arg if arg else ''}: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"{label}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"{label}: get_config() returned {type(config).__name__}, not an ml_collections.ConfigDict "
+            "(start from lecun_jax.config.base())"
+        )
+    return config
+
+
+def did_you_mean(path: str, fields: list[str]) -> str | None:
+    """The field closest to ``path``; an abbreviation by initials (lr: learning_rate) counts as close."""
+    section, _, leaf = path.rpartition(".")
+    for f in fields:
+        f_section, _, f_leaf = f.rpartition(".")
+        if f_section == section and "".join(w[0] for w in f_leaf.split("_")) == leaf:
+            return f
+    leaves = [f.rpartition(".")[2] for f in fields if f.rpartition(".")[0] == section]
+    if leaves:  # a known section: the closest of its own fields (a shared "optimizer." says nothing)
+        near = difflib.get_close_matches(leaf, leaves, n=1)
+        return f"{section + '.' if section else ''}{near[0]}" if near else None
+    near = difflib.get_close_matches(path, fields, n=1)
+    return near[0] if near else None
+
+
+def field_hint(path: str, fields: list[str]) -> str:
+    """What to say of an unknown field, briefly: the closest field, or the fields of its section,
+    and where they all are (one short line, not a list of every field)."""
+    near = did_you_mean(path, fields)
+    section = path.rpartition(".")[0]
+    siblings = [f.rpartition(".")[2] for f in fields if f.rpartition(".")[0] == section and section]
+    if near:
+        hint = f"did you mean config.{near}?"
+    elif siblings:
+        hint = f"config.{section} has {', '.join(siblings)}."
+    else:
+        hint = f"sections: {', '.join(dict.fromkeys(f.split('.')[0] for f in fields if '.' in f))}."
+    return f"{hint} All {len(fields)} fields, with their defaults: lecun_jax/config.py, base()"
 
 
 def get_path(c, path: str):

@@ -24,13 +24,17 @@ imported only when :func:`load` runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 from absl import logging as absl_logging
 
+from lecun_jax.reporting import atomic_write_bytes
 from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data.DataError, ...)
     DOWNLOAD_TIMEOUT_S,
     IMAGE_SHAPE,
@@ -80,9 +84,14 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+    """``source``: where the digits came from (``kind`` shipped | directory | url, and
+    the SHA-256 of each source file) and the digests of the prepared arrays, as
+    recorded when the TFDS copy was prepared (see ``tfds_datasets.DIGESTS``)."""
+
     name: str
     train: Split
     test: Split
+    source: dict = dataclasses.field(default_factory=dict, compare=False)
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "test": self.test}[name]
@@ -111,27 +120,112 @@ def load(
     Args:
       name: ``mnist1989``, ``usps``, or ``mnist``: every MNIST training digit
         available (TFDS builder ``mnist16``: 10,000 in the project's reference
-        copy, 60,000 from the official files), tested on mnist1989's 2,007 test
-        digits so that its results compare with the 1989-sized runs.
+        copy, 60,000 from the official files), tested on mnist1989's draw of
+        2,007 test digits from the same source's test files (exactly mnist1989's
+        test split when the source is the official MNIST; all its test digits
+        when it has fewer than the 10,000 the draw is made from), so that its
+        results compare with the 1989-sized runs.
       source_dir: a directory of the official files to prepare from; None
         prepares from the copies shipped inside the package (for ``mnist``:
-        downloads the official files from ``mnist_url``).
+        downloads the official files from ``mnist_url``). Both splits always
+        come from the same source.
       data_dir: where TFDS keeps prepared datasets (None: TFDS's default,
         ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
     """
     if name not in DATASETS:
         raise DataError(f"data.name={name!r}: unknown dataset; valid: {', '.join(DATASETS)}")
-    if name == "mnist":
-        train = _load_splits("mnist16", source_dir, data_dir, mnist_url, ("train",))["train"]
-        test = load("mnist1989", data_dir=data_dir).test
-        return Dataset(name=name, train=train, test=test)
-    splits = _load_splits(name, source_dir, data_dir, mnist_url, ("train", "test"))
-    return Dataset(name=name, **splits)
+    for field, value in (("source_dir", source_dir), ("tfds_dir", data_dir)):
+        if value is not None and not os.fspath(value).strip():  # Path('') is the current folder: never meant
+            raise DataError(f"data.{field}='': an empty directory name; give a directory, or leave it unset (None)")
+    _check_tfds_dir(_tfds_data_dir(data_dir))
+    splits, source = _load_splits("mnist16" if name == "mnist" else name, source_dir, data_dir, mnist_url, ("train", "test"))
+    test = _mnist_test(splits["test"]) if name == "mnist" else splits["test"]
+    return Dataset(name=name, train=splits["train"], test=test, source=source)
 
 
-def _load_splits(name: str, source_dir, data_dir, url, splits) -> dict[str, Split]:
-    """Splits of TFDS builder ``name``, prepared (once) from the source, read with data_source."""
+def _mnist_test(test: Split) -> Split:
+    """``mnist``'s test split: mnist1989's recorded draw from the source's own test digits (all of them if fewer than 10,000)."""
+    if len(test) < MNIST1989_POOL["test"]:
+        return test
+    index = draw_mnist1989_indices()["test"]
+    return Split(images=test.images[index], labels=test.labels[index])
+
+
+def _check_tfds_dir(root: Path) -> None:
+    """A DataError when the TFDS data_dir, or the nearest of its parents that exists, is not a directory."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "" if existing == root else f" ({existing} is a file)"
+        raise DataError(f"{root}: not a directory{where}; data.tfds_dir (or $TFDS_DATA_DIR) is where TFDS keeps prepared datasets")
+
+
+ARRAYS_CACHE = "lecun_jax_arrays"  # under the TFDS data_dir: the shipped datasets' arrays, decoded once
+
+
+def _tfds_data_dir(data_dir) -> Path:
+    """Where TFDS keeps prepared datasets: ``data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
+    return Path(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
+
+
+def _prepared_stamp(root: Path, name: str) -> list:
+    """(file, size, mtime) of every file of the prepared shipped copy of ``name``: changes when it is rebuilt or touched."""
+    folder = root / name / "shipped"
+    return sorted([str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns] for f in folder.rglob("*") if f.is_file())
+
+
+def _cached_arrays(name: str, data_dir, splits) -> dict[str, Split] | None:
+    """The shipped dataset's splits from the decoded copy written by an earlier :func:`load`, or None.
+
+    Used only when the prepared TFDS copy it was decoded from is unchanged (file
+    sizes and times) and the arrays still have the shipped manifest's digests;
+    anything else reads through TFDS again. Saves the TFDS import and the
+    per-example decoding (about a second of every run).
+    """
+    root = _tfds_data_dir(data_dir)
+    path = root / ARRAYS_CACHE / f"{name}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stamp = json.loads(str(z["stamp"]))
+            arrays = {s: Split(images=z[f"{s}_images"], labels=z[f"{s}_labels"]) for s in splits}
+        if stamp != _prepared_stamp(root, name):
+            return None
+    except (OSError, KeyError, ValueError):
+        return None
+    expected = manifest()["arrays"][name]
+    if any(array_digest(arrays[s].images, arrays[s].labels) != expected[s] for s in splits):
+        return None
+    return arrays
+
+
+def _write_cached_arrays(name: str, data_dir, out: dict[str, Split]) -> None:
+    root = _tfds_data_dir(data_dir)
+    try:
+        stamp = _prepared_stamp(root, name)
+        buf = io.BytesIO()
+        np.savez(buf, stamp=np.asarray(json.dumps(stamp)),
+                 **{f"{s}_{k}": getattr(v, k) for s, v in out.items() for k in ("images", "labels")})
+        (root / ARRAYS_CACHE).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(root / ARRAYS_CACHE / f"{name}.npz", buf.getvalue())
+    except OSError as e:  # a read-only data_dir: no cache, same data
+        absl_logging.info("no decoded-array cache in %s: %s", root, e)
+
+
+def _load_splits(name: str, source_dir, data_dir, url, splits) -> tuple[dict[str, Split], dict]:
+    """({split: Split}, source record) of TFDS builder ``name``, prepared (once) from the source, read with data_source.
+
+    What is read back is checked against the digests recorded when it was
+    prepared (the shipped manifest's, or the prepared copy's ``DIGESTS`` file):
+    an edited, truncated or unreadable prepared copy is a DataError telling to
+    delete it, never a run on other digits.
+    """
+    shipped = source_dir is None and name in manifest()["arrays"]
+    if shipped and set(splits) == {"train", "test"} and (cached := _cached_arrays(name, data_dir, splits)):
+        return cached, _shipped_record(name)
     import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
 
     from lecun_jax import tfds_datasets
 
@@ -139,30 +233,93 @@ def _load_splits(name: str, source_dir, data_dir, url, splits) -> dict[str, Spli
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about its own custom configs and empty folders
     try:
-        sources = tfds.data_source(
-            name,
-            data_dir=None if data_dir is None else os.fspath(data_dir),
-            builder_kwargs={"config": config, "file_format": tfds_datasets.FILE_FORMAT},
-        )
+        try:
+            builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir),
+                                   config=config, file_format=tfds_datasets.FILE_FORMAT)
+        except Exception as e:  # reading an existing copy's dataset_info.json, features.json
+            folder = _tfds_data_dir(data_dir) / name / config.name / str(tfds_datasets.BUILDERS[name].VERSION)
+            if folder.is_dir():
+                raise _unreadable(name, folder, e) from None
+            raise
+        if not builder.is_prepared():
+            # TFDS's own "Downloading and preparing dataset Unknown size" is not what happens here
+            what = config.source_dir or (config.url if config.url else "the copy shipped in lecun_jax")
+            print(f"preparing {name} ({config.name}) from {what} into {builder.data_dir} (once)", flush=True)
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare()
     finally:
         absl_logging.set_verbosity(verbosity)
+    where = builder.data_dir
+    out = _read_prepared(builder, name, splits)
+    record = _shipped_record(name) if shipped else _prepared_record(Path(where) / tfds_datasets.DIGESTS, name)
+    for split, v in out.items():
+        if array_digest(v.images, v.labels) != record["arrays"].get(split):
+            prepared = record.get("examples", {}).get(split)
+            what = (f"{len(v):,} examples where {prepared:,} were prepared" if prepared not in (None, len(v))
+                    else f"arrays that differ from the {'shipped manifest' if shipped else 'ones prepared'}")
+            raise DataError(f"{name}/{split}: the prepared copy in {where} holds {what}; delete that folder and run again")
+    if shipped and set(splits) == {"train", "test"}:
+        _write_cached_arrays(name, data_dir, out)
+    return out, record if shipped else {**record.get("source", {}), "arrays": record["arrays"]}
+
+
+def _shipped_record(name: str) -> dict:
+    m = manifest()
+    return {"kind": "shipped", "files": {f: v["sha256"] for f, v in m["files"].items() if f.startswith(name)},
+            "arrays": m["arrays"][name]}
+
+
+def _read_prepared(builder, name: str, splits) -> dict[str, Split]:
+    """The splits of a prepared copy, in presentation order; any failure to read it is a DataError naming it."""
+    where = builder.data_dir
     out = {}
-    for split in splits:
-        items = sources[split].__getitems__(range(len(sources[split])))
-        images = np.stack([it["image"] for it in items]).astype(np.float32)
-        labels = np.asarray([it["label"] for it in items], dtype=np.int32)
-        order = np.asarray([it["index"] for it in items])
-        if not np.array_equal(order, np.arange(len(items))):
-            raise DataError(f"{name}/{split}: prepared examples are out of presentation order; delete the prepared copy in {data_dir or 'the TFDS data_dir'}")
-        if source_dir is None and name in manifest()["arrays"]:
-            expected = manifest()["arrays"][name][split]
-            if array_digest(images, labels) != expected:
-                raise DataError(
-                    f"{name}/{split}: the prepared arrays do not match the shipped manifest; delete "
-                    f"{name}/ under {data_dir or 'the TFDS data_dir'} and run again"
-                )
-        out[split] = Split(images=images, labels=labels)
+    try:
+        data_sources = builder.as_data_source()
+        for split in splits:
+            items = data_sources[split].__getitems__(range(len(data_sources[split])))
+            images = np.stack([it["image"] for it in items]).astype(np.float32)
+            labels = np.asarray([it["label"] for it in items], dtype=np.int32)
+            order = np.asarray([it["index"] for it in items])
+            if not np.array_equal(order, np.arange(len(items))):
+                raise DataError(f"{name}/{split}: the prepared examples in {where} are out of presentation order; "
+                                "delete that folder and run again")
+            out[split] = Split(images=images, labels=labels)
+    except DataError:
+        raise
+    except Exception as e:  # riegeli's "Corrupted Riegeli/records file", TFDS's errors of a damaged copy, ...
+        raise _unreadable(name, where, e) from None
     return out
+
+
+def _unreadable(name: str, folder, e: Exception) -> DataError:
+    reason = " ".join(str(e).split())
+    reason = reason if len(reason) <= 160 else reason[:157] + "..."
+    return DataError(f"{name}: the prepared copy in {folder} cannot be read ({type(e).__name__}: {reason}); "
+                     "delete that folder and run again")
+
+
+def _prepared_record(path: Path, name: str) -> dict:
+    """The ``DIGESTS`` record written when the copy was prepared (a DataError if absent or unreadable)."""
+    try:
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and isinstance(record.get("arrays"), dict):
+            return record
+    except (OSError, ValueError):
+        pass
+    raise DataError(f"{name}: the prepared copy in {path.parent} has no readable record of what was prepared "
+                    f"({path.name}); delete that folder and run again")
+
+
+def for_config(config) -> Dataset:
+    """The dataset of ``config.data`` as a run trains on it: loaded, its training
+    split cut to ``train_size``, the last ``validation_size`` digits held out."""
+    from lecun_jax import config as config_lib
+
+    d = config.data
+    dataset = load(d.name, source_dir=d.source_dir, data_dir=d.tfds_dir, mnist_url=d.mnist_url)
+    config_lib.check_dataset_size(config, len(dataset.train))
+    dataset = select_train(dataset, d.train_size, d.train_subset, d.subset_seed)
+    return dataset if d.validation_size is None else hold_out(dataset, d.validation_size)
 
 
 def hold_out(dataset: Dataset, size: int) -> Dataset:

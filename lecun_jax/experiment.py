@@ -97,13 +97,7 @@ def devices() -> list:
     return jax.local_devices() if getattr(_SCOPE, "local", False) else jax.devices()
 
 
-def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
-    """The dataset of ``config.data``, its training split cut to ``train_size``."""
-    d = config.data
-    dataset = data_lib.load(d.name, source_dir=d.source_dir, data_dir=d.tfds_dir, mnist_url=d.mnist_url)
-    config_lib.check_dataset_size(config, len(dataset.train))
-    dataset = data_lib.select_train(dataset, d.train_size, d.train_subset, d.subset_seed)
-    return dataset if d.validation_size is None else data_lib.hold_out(dataset, d.validation_size)
+load_data = data_lib.for_config  # the dataset of a config, as its run trains on it
 
 
 def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:
@@ -553,8 +547,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
         f"{device_info()['kind']} x{1 if mesh is None else mesh.size}; compiled in {compile_s:.1f} s"
     )
 
-    if plots and first <= config.train.passes:
-        _prefetch_plots()
+    prefetch = _prefetch_plots() if plots and first <= config.train.passes else None
     pass_times: list[float] = []
     loop_start = time.perf_counter()
     try:
@@ -579,6 +572,8 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     finally:
         if board is not None:
             board.close()
+        if prefetch is not None:  # never exit with a thread mid-import (a fatal error at shutdown)
+            prefetch.join()
 
     # What follows is derived from the last checkpoint's state: a run killed anywhere
     # below redoes it when run again, and summary.json, written last, marks it done.
@@ -672,7 +667,9 @@ def data_identity(config, dataset) -> dict:
     d = config.data
     return {
         "name": dataset.name,
-        "source": d.source_dir or ("shipped" if d.name != "mnist" else d.mnist_url),
+        # where the digits came from, and each source file's SHA-256 (lecun_jax.data's record)
+        "source": {"where": d.source_dir or (d.mnist_url if d.name == "mnist" else "shipped"),
+                   **{k: v for k, v in dataset.source.items() if k in ("kind", "files")}},
         **{f"{s}_digits": len(dataset.split(s)) for s in SPLITS},
         **{f"{s}_sha256": data_lib.array_digest(dataset.split(s).images, dataset.split(s).labels) for s in SPLITS},
     }
@@ -686,7 +683,7 @@ def _check_same_data(workdir: Path, meta: dict, identity: dict) -> None:
                          if isinstance(before.get(f"{s}_digits"), int) else s for s in changed)
         raise WorkdirError(
             f"{workdir}: the data differ from what pass {meta['pass']} was trained on ({what}; source "
-            f"{before.get('source', '?')}); restore those files, or pass --overwrite to start again"
+            f"{(before.get('source') or {}).get('where', '?')}); restore those files, or pass --overwrite to start again"
         )
 
 
@@ -738,7 +735,7 @@ def _save_test_outputs(config, model, params, dataset, workdir: Path) -> None:
     reporting.atomic_write_bytes(workdir / TEST_OUTPUTS, buf.getvalue())
 
 
-def _prefetch_plots() -> None:
+def _prefetch_plots() -> threading.Thread:
     """Imports matplotlib (a third of a second) on a thread while the passes run: the pass
     loop waits on XLA with the GIL released, so the plots after it start at once."""
     import threading
@@ -751,7 +748,9 @@ def _prefetch_plots() -> None:
         except ImportError:
             pass  # _plots says so
 
-    threading.Thread(target=load, name="import-plots", daemon=True).start()
+    thread = threading.Thread(target=load, name="import-plots", daemon=True)
+    thread.start()
+    return thread
 
 
 def _plots(workdir: Path, test_images: np.ndarray) -> None:

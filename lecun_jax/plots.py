@@ -213,9 +213,11 @@ def write_run(workdir: str | Path, test_images: np.ndarray | None = None) -> lis
             outputs, labels = z["outputs"], z["labels"]
         predicted = outputs[0].argmax(axis=-1)
         if test_images is None:  # the run's own test digits (held-out ones for a validation run)
-            from lecun_jax import experiment
+            import ml_collections
 
-            test_images = experiment.load_run(workdir).dataset().test.images
+            from lecun_jax import data
+
+            test_images = data.for_config(ml_collections.ConfigDict({k: v for k, v in config.items() if k != "parts"})).test.images
         n = len(outputs)
         which = f"replica 0 of {n}, seed {config['seed']}" if n > 1 else ""
         written.append(misclassified(test_images, labels, predicted, out_dir / "misclassified.png", which=which))

@@ -7,10 +7,13 @@ prepare datasets from these, and ``data`` loads what they prepared.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
+import math
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -37,6 +40,19 @@ MNIST_FILES = {
 }
 USPS_FILES = {"train": "zip.train.gz", "test": "zip.test.gz"}
 
+# (bytes, SHA-256) of the official MNIST files as published by TFDS
+# (tensorflow_datasets/url_checksums/mnist.txt, the same mirror); the test files
+# match ../shared/data/mnist byte for byte, whose md5 are LeCun's published ones.
+# Downloads from a base URL listed here are checked against them.
+PUBLISHED_CHECKSUMS = {
+    MNIST_URL: {
+        "train-images-idx3-ubyte.gz": (9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        "train-labels-idx1-ubyte.gz": (28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        "t10k-images-idx3-ubyte.gz": (1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        "t10k-labels-idx1-ubyte.gz": (4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    }
+}
+
 
 class DataError(ValueError):
     """A data file is missing, malformed or not what it should be."""
@@ -46,40 +62,93 @@ class DataError(ValueError):
 # Readers of the official file formats.
 
 
-def _read_gz(path: Path) -> bytes:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+def _reason(e: OSError, missing: str) -> str:
+    if e.errno == errno.ENOENT:
+        return missing
+    if e.errno == errno.ELOOP:
+        return "a symlink loop"
+    return e.strerror or str(e)
+
+
+def check_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` after checking that it is a directory; a DataError naming what is wrong (and ``what`` it should hold)."""
+    if not str(path).strip():
+        raise DataError(f"an empty directory name ({what}); give a directory, or none at all")
+    path = Path(path).expanduser()
     try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise DataError(f"{path}: {_reason(e, 'directory not found')} ({what})") from None
+    if not stat.S_ISDIR(mode):
+        raise DataError(f"{path}: not a directory ({what})")
+    return path
+
+
+def check_file(path: str | os.PathLike, what: str = "") -> Path:
+    """``path`` after checking that it is a regular file (a DataError otherwise)."""
+    path = Path(path)
+    hint = f" ({what})" if what else ""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise DataError(f"{path}: {_reason(e, 'file not found')}{hint}") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: a directory where a data file was expected{hint}")
+    return path
+
+
+def _read_bytes(path: Path) -> bytes:
+    check_file(path)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({_reason(e, 'file not found')})") from None
+
+
+def _gunzip(raw: bytes) -> bytes:
+    """The payload of a whole gzip file; ValueError saying why not."""
+    try:
+        return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: not a complete gzip file ({e})") from None
+        raise ValueError(f"not a complete gzip file ({e})") from None
+
+
+def _read_gz(path: Path) -> bytes:
+    raw = _read_bytes(path)
+    try:
+        return _gunzip(raw)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def _parse_idx(raw: bytes, ndim: int) -> np.ndarray:
+    """An IDX payload of unsigned bytes -> array; ValueError saying what is wrong."""
+    magic = 0x0800 + ndim  # 0x00000801 labels, 0x00000803 images
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError("too short for an IDX header")
+    got = int.from_bytes(raw[:4], "big")
+    if got != magic:
+        raise ValueError(f"IDX magic number {got:#010x} where {magic:#010x} (uint8, {ndim}-D) was expected")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != int(np.prod(shape)):
+        raise ValueError(f"header says {shape} ({int(np.prod(shape))} bytes) but the file holds {len(body)}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def read_idx(path: str | os.PathLike, *, ndim: int) -> np.ndarray:
     """Reads a gzipped MNIST IDX file of unsigned bytes (ndim 3: images, 1: labels)."""
     path = Path(path)
     raw = _read_gz(path)
-    magic = 0x0800 + ndim  # 0x00000801 labels, 0x00000803 images
-    if len(raw) < 4 + 4 * ndim or int.from_bytes(raw[:4], "big") != magic:
-        got = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
-        raise DataError(
-            f"{path}: IDX magic number {got:#010x} where {magic:#010x} (uint8, {ndim}-D) was expected"
-            if got is not None
-            else f"{path}: too short for an IDX header"
-        )
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = raw[4 + 4 * ndim :]
-    if len(body) != int(np.prod(shape)):
-        raise DataError(f"{path}: header says {shape} ({int(np.prod(shape))} bytes) but the file holds {len(body)}")
-    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+    try:
+        return _parse_idx(raw, ndim)
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
 
 
 def read_mnist(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Reads (images uint8 (N, 28, 28), labels int32 (N,)) of an official MNIST split."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"{directory}: MNIST directory not found (it should hold {', '.join(MNIST_FILES[split])})")
+    directory = check_dir(directory, f"the MNIST directory should hold {', '.join(MNIST_FILES[split])}")
     image_file, label_file = (directory / f for f in MNIST_FILES[split])
     images = read_idx(image_file, ndim=3)
     labels = read_idx(label_file, ndim=1).astype(np.int32)
@@ -95,7 +164,7 @@ def read_esl(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Reads an ESL "zip" file: one digit a line, label then 256 values in [-1, 1]."""
     path = Path(path)
     text = _read_gz(path).decode("ascii", errors="replace")
-    rows = []
+    rows, linenos = [], []
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
@@ -103,15 +172,20 @@ def read_esl(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if len(fields) != 257:
             raise DataError(f"{path}, line {lineno}: {len(fields)} values where 257 (label + 16x16 pixels) were expected")
         try:
-            rows.append([float(v) for v in fields])
+            values = [float(v) for v in fields]
         except ValueError:
             raise DataError(f"{path}, line {lineno}: a value is not a number") from None
+        if not all(map(math.isfinite, values)):  # float() takes nan and inf
+            bad = next(f for f, v in zip(fields, values) if not math.isfinite(v))
+            raise DataError(f"{path}, line {lineno}: {'the label' if bad is fields[0] else 'a grey value'} is {bad!r}, not a finite number")
+        rows.append(values)
+        linenos.append(lineno)
     if not rows:
         raise DataError(f"{path}: no digits in the file")
     table = np.asarray(rows, dtype=np.float64)
     labels = table[:, 0]
     if np.any(labels != np.round(labels)):
-        raise DataError(f"{path}: a label is not a whole number")
+        raise DataError(f"{path}, line {linenos[int(np.flatnonzero(labels != np.round(labels))[0])]}: the label is not a whole number")
     labels = labels.astype(np.int32)
     _check_labels(labels, path)
     pixels = table[:, 1:]
@@ -237,14 +311,48 @@ def mnist1989_source(source_dir: str | os.PathLike | None = None) -> dict[str, t
     return out
 
 
-def download(url: str, dest: Path) -> Path:
-    """Fetches ``url`` to ``dest`` (written whole, then renamed), or raises DataError at once."""
+def base_url(url: str) -> str:
+    """The folder URL the MNIST files are fetched from, with one trailing slash."""
+    return url.rstrip("/") + "/"
+
+
+def url_key(url: str) -> str:
+    """A short name for a base URL: downloads from two URLs never share a cache folder."""
+    return "url-" + hashlib.sha256(base_url(url).encode()).hexdigest()[:12]
+
+
+def _check_download(path: Path, url: str, expected: tuple[int, str] | None) -> None:
+    """Raises ValueError unless ``path`` is a gzipped IDX file (with the published size and SHA-256, if any)."""
+    if expected is not None:
+        size, digest = expected
+        got_size, got = path.stat().st_size, sha256(path)
+        if (got_size, got) != (size, digest):
+            raise ValueError(
+                f"{got_size:,} bytes, SHA-256 {got[:16]}..., where the published MNIST file has {size:,} bytes, "
+                f"SHA-256 {digest[:16]}..."
+            )
+    name = url.rsplit("/", 1)[-1]
+    _parse_idx(_gunzip(path.read_bytes()), 3 if "idx3" in name else 1)
+
+
+def download(url: str, dest: Path, expected: tuple[int, str] | None = None) -> Path:
+    """Fetches ``url`` to ``dest``, or raises DataError at once.
+
+    Written whole to ``dest.part``, checked (a gzipped IDX file; ``expected``:
+    its published (bytes, SHA-256)), then renamed: a file that fails the check
+    (an HTML error page, a truncated or altered file) is deleted, never cached.
+    A cached ``dest`` is checked again before use, and fetched anew if bad.
+    """
     import urllib.error
     import urllib.request
 
     dest = Path(dest)
     if dest.is_file():
-        return dest
+        try:
+            _check_download(dest, url, expected)
+            return dest
+        except ValueError:
+            dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     try:
@@ -253,11 +361,18 @@ def download(url: str, dest: Path) -> Path:
                 f.write(block)
     except (urllib.error.URLError, OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise
         reason = getattr(e, "reason", e)
         raise DataError(
             f"{url}: could not download ({reason}); without network, set data.source_dir to a directory "
             f"holding the MNIST IDX files ({', '.join(f for pair in MNIST_FILES.values() for f in pair)})"
         ) from None
+    try:
+        _check_download(tmp, url, expected)
+    except ValueError as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{url}: the download is not the MNIST file {dest.name}: {e}; deleted, not cached") from None
     tmp.replace(dest)
     return dest
 
@@ -267,29 +382,31 @@ def mnist_source(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every MNIST digit available, per split: (uint8 (N, 28, 28), labels).
 
-    From the IDX files in ``source_dir``, or downloaded from ``url`` into
-    ``download_dir``. A gzip stream that ends early or fails its CRC, or an IDX
-    header that disagrees with the data, raises DataError: never a partial set.
+    From the IDX files in ``source_dir``, or downloaded from ``url`` into a
+    folder of ``download_dir`` named after the URL (:func:`url_key`), checked
+    against the published checksums when the URL is the official mirror. A gzip
+    stream that ends early or fails its CRC, or an IDX header that disagrees
+    with the data, raises DataError: never a partial set.
     """
     if source_dir is None:
         if download_dir is None:
             raise DataError("mnist: give data.source_dir (a directory of the MNIST IDX files) or a download directory")
-        source_dir = Path(download_dir)
+        source_dir = Path(download_dir) / url_key(url)
+        published = PUBLISHED_CHECKSUMS.get(base_url(url), {})
         for pair in MNIST_FILES.values():
             for name in pair:
-                download(url.rstrip("/") + "/" + name, source_dir / name)
+                download(base_url(url) + name, source_dir / name, published.get(name))
     return {split: read_mnist(source_dir, split) for split in MNIST_FILES}
 
 
 def usps_source(source_dir: str | os.PathLike | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split: (float32 images (N, 16, 16, 1), labels), from the shipped files or ``source_dir``."""
-    out = {}
-    for split, name in USPS_FILES.items():
-        path = shipped_file(f"usps/{name}") if source_dir is None else Path(source_dir) / name
-        if source_dir is not None and not Path(source_dir).is_dir():
-            raise DataError(f"{source_dir}: USPS directory not found (it should hold zip.train.gz and zip.test.gz)")
-        out[split] = read_esl(path)
-    return out
+    if source_dir is not None:
+        source_dir = check_dir(source_dir, "the USPS directory should hold zip.train.gz and zip.test.gz")
+    return {
+        split: read_esl(shipped_file(f"usps/{name}") if source_dir is None else source_dir / name)
+        for split, name in USPS_FILES.items()
+    }
 
 
 def build_shipped(mnist_dir: str | os.PathLike, usps_dir: str | os.PathLike, out_dir: str | os.PathLike = SHIPPED_DIR) -> dict:

@@ -17,17 +17,25 @@ hash of the files' contents, so different sources never share a cache.
 Examples keep the 1989 presentation order (TFDS would otherwise shuffle them
 by key): ``index`` is the position in the split, and for ``mnist1989``,
 ``source_index`` the digit's index in the official MNIST split.
+
+Preparation also writes ``lecun_jax_digests.json`` beside the prepared files:
+where the digits came from (the shipped copy, a directory or a URL, with each
+source file's SHA-256) and the digest of every split's arrays as read from those
+files; :func:`lecun_jax.data.load` checks what it reads back against it, so an
+edited or truncated prepared copy is refused, not trained on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from lecun_jax import sources
 
@@ -41,6 +49,7 @@ _CITATION_MNIST = """@article{lecun1998gradient,
   journal={Proceedings of the IEEE}, volume={86}, number={11}, pages={2278--2324}, year={1998}}"""
 
 FILE_FORMAT = "array_record"
+DIGESTS = "lecun_jax_digests.json"  # in each prepared copy: its source and its arrays' digests
 
 
 @dataclasses.dataclass(eq=False)
@@ -69,7 +78,11 @@ def _features(extra: dict) -> tfds.features.FeaturesDict:
 class _Builder1989(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared by the 1989-shaped datasets: features, order, and the source switch."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": f"Writes {DIGESTS} (the source and the digests of its arrays) at preparation; downloads cached per URL.",
+    }
     BUILDER_CONFIGS = [SHIPPED]
     DESCRIPTION = HOMEPAGE = CITATION = ""
     EXTRA_FEATURES: dict = {}
@@ -91,6 +104,13 @@ class _Builder1989(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         splits = self._read(self.builder_config, dl_manager.download_dir)
+        record = {
+            "source": source_record(self.name, self.builder_config, dl_manager.download_dir),
+            "examples": {s: len(v[1]) for s, v in splits.items()},
+            "arrays": {s: sources.array_digest(v[0], v[1]) for s, v in splits.items()},
+        }
+        # self.data_dir is TFDS's temporary folder here, renamed into place when preparation succeeds
+        (epath.Path(self.data_dir) / DIGESTS).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return {split: self._generate_examples(*v) for split, v in splits.items()}
 
     def _generate_examples(self, images, labels, extra):
@@ -148,7 +168,7 @@ class Mnist16(_Builder1989):
     EXTRA_FEATURES = {"source_index": np.int32}
 
     def _read(self, config, download_dir):
-        src = sources.mnist_source(config.source_dir, config.url or sources.MNIST_URL, Path(download_dir) / "mnist16")
+        src = sources.mnist_source(config.source_dir, config.url or sources.MNIST_URL, _download_folder(download_dir))
         return {
             s: (sources.resize_mnist(x), y, {"source_index": np.arange(len(y), dtype=np.int32)})
             for s, (x, y) in src.items()
@@ -163,6 +183,23 @@ _SOURCE_FILES = {
 }
 
 
+def _download_folder(download_dir) -> Path:
+    return Path(download_dir) / "mnist16"
+
+
+def source_record(name: str, config: SourceConfig, download_dir) -> dict:
+    """Where a prepared copy's digits come from: shipped / directory / URL, and the SHA-256 of each file read."""
+    if config.source_dir is not None:
+        folder, out = Path(config.source_dir), {"kind": "directory", "directory": config.source_dir}
+    elif config.url is not None:
+        url = config.url
+        folder, out = _download_folder(download_dir) / sources.url_key(url), {"kind": "url", "url": sources.base_url(url)}
+    else:
+        files = sources.manifest()["files"]
+        return {"kind": "shipped", "files": {f: v["sha256"] for f, v in files.items() if f.startswith(name)}}
+    return out | {"files": {f: sources.sha256(folder / f) for f in _SOURCE_FILES[name]}}
+
+
 def source_config(name: str, source_dir: str | os.PathLike | None, url: str | None = None) -> SourceConfig:
     """The builder config of dataset ``name`` reading ``source_dir``.
 
@@ -175,18 +212,16 @@ def source_config(name: str, source_dir: str | os.PathLike | None, url: str | No
             return SHIPPED
         if url in (None, sources.MNIST_URL):
             return DOWNLOAD
-        return SourceConfig(
-            name=f"url-{hashlib.sha256(url.encode()).hexdigest()[:12]}", description=f"downloaded from {url}", url=url
-        )
-    source_dir = Path(source_dir).expanduser().resolve()
-    if not source_dir.is_dir():
-        raise sources.DataError(f"{source_dir}: directory not found (data.source_dir must hold the official {name} files)")
+        return SourceConfig(name=sources.url_key(url), description=f"downloaded from {url}", url=url)
+    what = f"data.source_dir must hold the official {name} files: {', '.join(_SOURCE_FILES[name])}"
+    source_dir = sources.check_dir(source_dir, what).resolve()
     h = hashlib.sha256()
     for f in _SOURCE_FILES[name]:
-        path = source_dir / f
-        if not path.is_file():
-            raise sources.DataError(f"{path}: file not found (the {name} source needs {', '.join(_SOURCE_FILES[name])})")
-        h.update(sources.sha256(path).encode())
+        path = sources.check_file(source_dir / f, f"the {name} source needs {', '.join(_SOURCE_FILES[name])}")
+        try:
+            h.update(sources.sha256(path).encode())
+        except OSError as e:
+            raise sources.DataError(f"{path}: cannot read ({e.strerror or e})") from None
     return SourceConfig(
         name=f"dir-{h.hexdigest()[:12]}",
         description=f"prepared from the files in {source_dir}",

@@ -184,3 +184,16 @@ def test_readers_refuse_malformed_files(tmp_path):
     esl = _gz(tmp_path / "zip.train.gz", b"12.0000 " + b"-1.0000 " * 256 + b"\n")
     with pytest.raises(data.DataError, match="label 12 .* outside 0-9"):
         data.read_esl(esl)
+    esl = _gz(tmp_path / "zip.train.gz", b"3.0000 " + b"-1.0000 " * 256 + b"\n" + b"nan " + b"-1.0000 " * 256 + b"\n")
+    with pytest.raises(data.DataError, match=r"zip.train.gz, line 2: the label is 'nan', not a finite number"):
+        data.read_esl(esl)
+    esl = _gz(tmp_path / "zip.train.gz", b"\n3.0000 " + b"-1.0000 " * 255 + b"-inf\n")
+    with pytest.raises(data.DataError, match=r"zip.train.gz, line 2: a grey value is '-inf', not a finite number"):
+        data.read_esl(esl)
+    (tmp_path / "folder.gz").mkdir()
+    with pytest.raises(data.DataError, match=r"folder.gz: a directory where a data file was expected"):
+        data.read_idx(tmp_path / "folder.gz", ndim=1)
+    html = tmp_path / "page.gz"
+    html.write_text("<html>404</html>")
+    with pytest.raises(data.DataError, match=r"page.gz: not a complete gzip file"):
+        data.read_idx(html, ndim=1)

@@ -1,5 +1,6 @@
 """Bad data, diverging runs, kill -9, determinism across processes, sweeps that lose a row."""
 
+import errno
 import gzip
 import json
 import os
@@ -12,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from lecun_jax import data, reporting
+from lecun_jax import cli, data, experiment, reporting
+from lecun_jax import config as config_lib
 from conftest import REPO
 
 ENV = os.environ | {"JAX_PLATFORMS": "cpu"}
@@ -71,6 +73,14 @@ def _esl_fault(kind):
             blob = bytearray((d / "zip.train.gz").read_bytes())
             blob[len(blob) // 2] ^= 0xFF
             (d / "zip.train.gz").write_bytes(bytes(blob))
+        elif kind in ("nan", "inf"):  # float() reads both: the 7th grey value of line 3
+            def poison(b):
+                lines = b.split(b"\n")
+                values = lines[2].split(b" ")
+                values[7] = kind.encode()
+                lines[2] = b" ".join(values)
+                return b"\n".join(lines)
+            _rewrite_gz(d / "zip.train.gz", poison)
     return fault
 
 
@@ -83,6 +93,8 @@ DATA_FAULTS = [
     ("usps", "usps", _esl_fault("values"), r"zip.test.gz, line 1: 258 values where 257"),
     ("usps", "usps", _esl_fault("label_range"), r"zip.test.gz: label 12 at example 0 is outside 0-9"),
     ("usps", "usps", _esl_fault("corrupt"), r"zip.train.gz: not a complete gzip file"),
+    ("usps", "usps", _esl_fault("nan"), r"zip.train.gz, line 3: a grey value is 'nan', not a finite number"),
+    ("usps", "usps", _esl_fault("inf"), r"zip.train.gz, line 3: a grey value is 'inf', not a finite number"),
 ]
 
 
@@ -103,6 +115,90 @@ def test_a_data_fault_through_launch_is_one_line_and_exit_1(shared_data, tmp_pat
     assert "zip.test.gz, line 1: 258 values where 257" in one_error_line(result)
     missing = launch(f"--config.data.source_dir={tmp_path / 'nowhere'}", f"--workdir={tmp_path / 'w2'}")
     assert missing.returncode == 1 and "nowhere: directory not found" in one_error_line(missing)
+
+
+def test_a_nan_grey_value_through_launch_is_one_line_and_exit_1(shared_data, tmp_path):
+    src = _copy(shared_data / "usps", tmp_path / "usps")
+    _esl_fault("nan")(src)
+    result = launch("--config=configs/lecun1989.py:usps", f"--config.data.source_dir={src}", f"--workdir={tmp_path / 'w'}")
+    assert result.returncode == 1
+    assert one_error_line(result).endswith("zip.train.gz, line 3: a grey value is 'nan', not a finite number")
+    assert not (tmp_path / "w" / "metrics.jsonl").exists()  # not a pass trained on it
+
+
+# --- prepared TFDS copies --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared_usps(tmp_path_factory):
+    """usps prepared from a directory (the package's own official files): (source dir, TFDS dir, prepared folder)."""
+    root = tmp_path_factory.mktemp("prepared")
+    src = _copy(data.SHIPPED_DIR / "usps", root / "usps_files")
+    data.load("usps", source_dir=src, data_dir=root / "tfds")
+    (folder,) = (root / "tfds" / "usps").glob("dir-*/*.*.*")
+    return src, root / "tfds", folder
+
+
+def _edit_examples(folder):
+    info = folder / "dataset_info.json"
+    info.write_text(info.read_text().replace('"7291"', '"5000"'))  # the attack: TFDS then serves 5,000 digits
+
+
+def _truncate_train(folder):
+    (shard,) = folder.glob("usps-train.array_record*")
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+
+
+PREPARED_FAULTS = [
+    ("edited example count", _edit_examples, r"usps/train: the prepared copy in .* holds 5,000 examples where 7,291 were prepared"),
+    ("truncated array_record", _truncate_train, r"usps: the prepared copy in .* cannot be read \(RuntimeError: .*Riegeli"),
+    ("digest record deleted", lambda f: (f / "lecun_jax_digests.json").unlink(), r"has no readable record of what was prepared"),
+    ("digest record edited", lambda f: (f / "lecun_jax_digests.json").write_text('{"arrays": {"train": "0"}}'),
+     r"usps/train: the prepared copy in .* holds arrays that differ from the ones prepared"),
+    ("dataset_info.json garbled", lambda f: (f / "dataset_info.json").write_text("{"), r"usps: the prepared copy in .* cannot be read"),
+]
+
+
+@pytest.mark.parametrize("what,fault,message", PREPARED_FAULTS, ids=[p[0] for p in PREPARED_FAULTS])
+def test_a_damaged_prepared_copy_from_a_source_dir_is_refused(prepared_usps, tmp_path, what, fault, message):
+    src, tfds, folder = prepared_usps
+    copy = _copy(tfds, tmp_path / "tfds")
+    damaged = copy / folder.relative_to(tfds)
+    fault(damaged)
+    with pytest.raises(data.DataError, match=message) as e:
+        data.load("usps", source_dir=src, data_dir=copy)
+    assert str(e.value).endswith("; delete that folder and run again") and f"{damaged}" in str(e.value)
+    if what != "edited example count":
+        return
+    shutil.rmtree(damaged)  # what the message says to do: prepared again, whole
+    again = data.load("usps", source_dir=src, data_dir=copy)
+    assert (len(again.train), len(again.test)) == (7291, 2007)
+    assert again.source["kind"] == "directory" and again.source["files"]["zip.train.gz"] == data.sha256(src / "zip.train.gz")
+
+
+def test_a_damaged_prepared_copy_through_launch_is_one_line_and_exit_1(prepared_usps, tmp_path):
+    src, tfds, folder = prepared_usps
+    copy = _copy(tfds, tmp_path / "tfds")
+    _edit_examples(copy / folder.relative_to(tfds))
+    result = launch("--config=configs/lecun1989.py:usps", f"--config.data.source_dir={src}",
+                    f"--config.data.tfds_dir={copy}", f"--workdir={tmp_path / 'w'}")
+    assert result.returncode == 1
+    assert "holds 5,000 examples where 7,291 were prepared; delete that folder" in one_error_line(result)
+    assert not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
+def test_corrupted_shipped_prepared_arrays_through_launch_name_the_copy_to_delete(tmp_path):
+    data.load("usps", data_dir=tmp_path / "tfds")  # the shipped copy, prepared (and its decoded cache written)
+    (folder,) = (tmp_path / "tfds" / "usps" / "shipped").glob("*.*.*")
+    _truncate_train(folder)
+    result = launch("--config=configs/lecun1989.py:usps", f"--config.data.tfds_dir={tmp_path / 'tfds'}",
+                    f"--workdir={tmp_path / 'w'}")
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert f"usps: the prepared copy in {folder} cannot be read (RuntimeError: " in line
+    assert line.endswith("delete that folder and run again")
+    assert not (tmp_path / "w" / "metrics.jsonl").exists()
 
 
 # --- numerical faults ----------------------------------------------------------------------
@@ -188,3 +284,83 @@ def test_same_config_same_numbers_in_two_processes(tmp_path):
     assert a.returncode == b.returncode == 0
     assert (tmp_path / "a" / "metrics.jsonl").read_bytes() == (tmp_path / "b" / "metrics.jsonl").read_bytes()
     assert (tmp_path / "a" / "params.npz").read_bytes() == (tmp_path / "b" / "params.npz").read_bytes()
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
+    args = ["--config.train.passes=6", f"--workdir={tmp_path / 'w'}"]
+    proc = launch(*args, wait=False)
+    deadline = time.monotonic() + 300
+    while _passes_done(tmp_path / "w") < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)  # and no hang at exit
+    assert proc.returncode == 130, stderr
+    assert [l for l in stderr.splitlines() if l.startswith("error: ")] == ["error: interrupted; run the same command again to resume"]
+    assert "Traceback" not in stderr and _passes_done(tmp_path / "w") < 6
+    final = launch(*args)
+    assert final.returncode == 0, final.stderr
+    assert "resuming" in final.stdout
+    assert [(r["pass"], r["split"]) for r in reporting.read_jsonl(tmp_path / "w" / "metrics.jsonl")] == [
+        (p, s) for p in range(1, 7) for s in ("train", "test")]
+
+
+def test_disk_full_is_one_line_exit_1_and_the_rerun_loses_nothing(tmp_path, monkeypatch, capsys):
+    c = config_lib.base()
+    c.data.train_size, c.train.passes = 200, 2
+    workdir = tmp_path / "w"
+    write = reporting.atomic_write_bytes
+
+    def full_disk(path, payload):
+        if os.path.basename(path) == reporting.METRICS and payload:  # the records of pass 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return write(path, payload)
+
+    monkeypatch.setattr(reporting, "atomic_write_bytes", full_disk)
+    with pytest.raises(SystemExit) as e:
+        cli.run(c, str(workdir), echo=lambda line: None, plots=False)
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: disk full: {workdir / reporting.METRICS}: No space left on device; "
+                   "free some space and run the same command again to resume\n")
+    monkeypatch.setattr(reporting, "atomic_write_bytes", write)  # space freed
+    cli.run(c, str(workdir), echo=lambda line: None, plots=False)
+    assert [(r["pass"], r["split"]) for r in reporting.read_jsonl(workdir / reporting.METRICS)] == [
+        (1, "train"), (1, "test"), (2, "train"), (2, "test")]
+
+
+def _raises(exception):
+    def train_and_evaluate(*args, **kwargs):
+        raise exception
+    return train_and_evaluate
+
+
+def _chained(outer, inner):
+    try:
+        try:
+            raise inner
+        except OSError:
+            raise outer
+    except type(outer) as e:
+        return e
+
+
+@pytest.mark.parametrize("exception,code,message", [
+    # orbax re-raises a full disk wrapped in its own error
+    (_chained(RuntimeError("checkpoint save failed"), OSError(errno.ENOSPC, "No space left on device", "/r/checkpoints/2")),
+     1, "error: disk full: /r/checkpoints/2: No space left on device; free some space and run the same command again to resume"),
+    (OSError(errno.EIO, "Input/output error", "/r/params.npz"), 1, "error: /r/params.npz: Input/output error"),
+    (KeyboardInterrupt(), 130, "error: interrupted; run the same command again to resume"),
+])
+def test_io_failures_and_interrupts_anywhere_in_a_run_are_one_line(tmp_path, monkeypatch, capsys, exception, code, message):
+    monkeypatch.setattr(experiment, "train_and_evaluate", _raises(exception))
+    with pytest.raises(SystemExit) as e:
+        cli.run(config_lib.base(), str(tmp_path / "w"))
+    assert e.value.code == code and capsys.readouterr().err == message + "\n"
+
+
+def test_a_bug_after_a_handled_file_error_still_shows_its_traceback(tmp_path, monkeypatch):
+    bug = _chained(KeyError("a bug"), FileNotFoundError(errno.ENOENT, "No such file or directory", "x"))
+    monkeypatch.setattr(experiment, "train_and_evaluate", _raises(bug))
+    with pytest.raises(KeyError, match="a bug"):
+        cli.run(config_lib.base(), str(tmp_path / "w"))
+

@@ -76,7 +76,7 @@ def test_rerun_reports_the_finished_run_and_refuses_another_config(one_pass):
         (["--config.optimizer.lr=0.1"], r"--config.optimizer.lr: no such config field; did you mean config.optimizer.learning_rate\?"),
         (["--config.foo=1"], r"--config.foo: no such config field"),
         (["--config.optimizer.name=adam"], r"config.optimizer.name='adam': valid: sgd"),
-        (["--config.optimizer.learning_rate=-1"], r"config.optimizer.learning_rate=-1.0: valid: in \(0, inf\]"),
+        (["--config.optimizer.learning_rate=-1"], r"config.optimizer.learning_rate=-1.0: valid: in \(0, inf\)$"),
         (["--config.train.passes=abc"], r"--config.train.passes=abc"),
         (["--config=configs/nope.py"], r"--config=configs/nope.py: config file configs/nope.py not found"),
         (["--config=configs/lecun1989.py:cifar"], r"unknown dataset; valid: mnist1989, usps"),

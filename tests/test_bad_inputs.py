@@ -1,0 +1,70 @@
+"""Bad command lines, config files, workdirs and data locations: one line on stderr, the
+documented exit code (2 usage/config, 1 data/I/O), no traceback, and nothing trained."""
+
+import os
+import re
+
+import pytest
+
+from test_faults import launch, one_error_line
+
+
+def _config_file(returns):
+    def make(tmp):
+        (tmp / "c.py").write_text(f"def get_config():\n    return {returns}\n")
+        return [f"--config={tmp / 'c.py'}"]
+    return make
+
+
+def _file(tmp):
+    (tmp / "a_file").write_text("not a folder\n")
+    return tmp / "a_file"
+
+
+def _symlink_loop(tmp):
+    os.symlink(tmp / "loop_b", tmp / "loop_a")
+    os.symlink(tmp / "loop_a", tmp / "loop_b")
+    return tmp / "loop_a"
+
+
+def _folder_for_a_file(tmp):
+    """A USPS source whose zip.train.gz is a directory: unreadable as a file (EACCES cannot be made as root)."""
+    (tmp / "usps" / "zip.train.gz").mkdir(parents=True)
+    (tmp / "usps" / "zip.test.gz").write_bytes(b"")
+    return tmp / "usps"
+
+
+BAD = [
+    ("config returns a dict", _config_file("{'seed': 1}"), 2, r"c\.py: get_config\(\) returned dict, not an ml_collections\.ConfigDict"),
+    ("config returns None", _config_file("None"), 2, r"get_config\(\) returned NoneType"),
+    ("config returns an int", _config_file("3"), 2, r"get_config\(\) returned int"),
+    ("config is not Python", lambda t: ["--config=/etc/passwd"], 2, r"--config=/etc/passwd: not a Python file"),
+    ("workdir is a file", lambda t: [f"--workdir={_file(t)}"], 2, r"a_file: exists and is not a directory"),
+    ("workdir under a file", lambda t: [f"--workdir={_file(t) / 'w'}"], 2, r"a part of the path is a file, not a directory"),
+    ("workdir name too long", lambda t: [f"--workdir={t / ('w' * 300)}"], 2, r"a name in the path is too long"),
+    # chmod does not stop root; /proc refuses new folders to everyone
+    ("workdir unwritable", lambda t: ["--workdir=/proc/lecun_jax_test/w"], 2, r"/proc/lecun_jax_test/w: cannot be created or written"),
+    ("tfds_dir is a file", lambda t: [f"--config.data.tfds_dir={_file(t)}"], 1, r"a_file: not a directory; data.tfds_dir"),
+    ("tfds_dir under a file", lambda t: [f"--config.data.tfds_dir={_file(t) / 'x'}"], 1, r"x: not a directory \(.*a_file is a file\)"),
+    ("source_dir symlink loop", lambda t: [f"--config.data.source_dir={_symlink_loop(t)}"], 1, r"loop_a: a symlink loop"),
+    ("source_dir empty", lambda t: ["--config.data.source_dir="], 2, r"config.data.source_dir='': an empty path"),
+    ("a folder for a data file", lambda t: ["--config=configs/lecun1989.py:usps", f"--config.data.source_dir={_folder_for_a_file(t)}"],
+     1, r"zip.train.gz: a directory where a data file was expected"),
+    ("infinite learning rate", lambda t: ["--config.optimizer.learning_rate=inf"], 2, r"learning_rate=inf: expected a finite number"),
+    ("unknown field", lambda t: ["--config.optimizer.momentum=0.9"], 2,
+     r"--config.optimizer.momentum: no such config field; config.optimizer has .*learning_rate.*\. All \d+ fields, with their defaults"),
+]
+
+
+@pytest.mark.parametrize("what,args,code,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_with_its_exit_code_and_trains_nothing(tmp_path, what, args, code, message):
+    argv = args(tmp_path)
+    if not any(a.startswith("--workdir") for a in argv):
+        argv.append(f"--workdir={tmp_path / 'w'}")
+    result = launch(*argv, "--config.train.passes=1")
+    assert result.returncode == code, result.stderr
+    line = one_error_line(result)
+    assert re.search(message, line), line
+    assert len(line) < 400 or "too long" in line
+    assert not list(tmp_path.rglob("metrics.jsonl")) and not list(tmp_path.rglob("config.json"))
+    assert "eval:" not in result.stdout
