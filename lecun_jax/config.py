@@ -93,6 +93,9 @@ def base() -> ml_collections.ConfigDict:
     c.sweep = ml_collections.ConfigDict()
     c.sweep.rows = ""  # comma-separated presets of the config file to run as one sweep ('' = a single run)
     c.sweep.grid = ""  # overrides to cross with the rows: "optimizer.learning_rate=0.01,0.03;train.passes=10,20"
+    # rows that differ only in optimiser hyperparameters (learning_rate; AdamW's weight_decay)
+    # train side by side in one compiled program, the values as data (equal to float rounding)
+    c.sweep.together = True
 
     c.reference = ml_collections.ConfigDict()  # the published figures a table shows beside ours
     c.reference.label = ""
@@ -203,6 +206,7 @@ SCHEMA: dict[str, Callable[[Any], str | None] | None] = {
     "train.eval_every": _number(1, integer=True),
     "sweep.rows": None,
     "sweep.grid": None,
+    "sweep.together": _bool,
     "reference.label": None,
     "reference.dataset": None,
     "reference.train_error": _optional_number(0.0),

@@ -442,6 +442,7 @@ def train_and_evaluate(
     label: str | None = None,
     echo: Callable[[str], None] = print,
     plots: bool = True,
+    group: train_lib.Group | None = None,
 ) -> dict:
     """Trains as ``config`` says, in (or resuming) ``workdir``; returns the run summary.
 
@@ -450,26 +451,37 @@ def train_and_evaluate(
     ``GradientTransformation``) and ``loss`` (``loss(outputs, labels) -> (B,)``
     per-example losses) replace the config's parts; ``config.json`` and
     ``summary.json`` record them under ``parts``.
+
+    ``group``: the ``num_seeds`` replicas are the rows of a sweep side by side, each
+    with its own optimiser hyperparameters (see :func:`lecun_jax.sweep.run`, which
+    writes each row's own workdir from this one with :func:`write_group_row`).
     """
     start = time.perf_counter()
     startup_s = process_age()
     config_lib.validate(config)
     workdir = Path(workdir)
     given = describe_parts(model, optimizer, loss)
+    if group is not None:
+        if optimizer is not None or config.num_seeds != group.rows * group.seeds:
+            raise ValueError(f"a group of {group.rows} rows x {group.seeds} seeds needs num_seeds={group.rows * group.seeds} "
+                             "and the config's optimiser")
+        given["group"] = {"seeds": group.seeds, "values": {k: list(v) for k, v in group.values.items()}}
+        optimizer = optimizers.make(config.optimizer, steps_per_pass=1, passes=1,
+                                    injected={k: getattr(config.optimizer, k) for k in group.values})
     writer = process_index() == 0
     if writer:
         workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir) if writer else None
     try:
         return _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
-                                   start, startup_s)
+                                   start, startup_s, group)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
-                        start, startup_s) -> dict:
+                        start, startup_s, group) -> dict:
     # With several processes, process 0 inspects (and, with overwrite, clears) the
     # workdir; the others take its verdict rather than race it.
     statuses = ("new", "resume", "done")
@@ -491,7 +503,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     data_s = time.perf_counter() - start
 
     parts = train_lib.make_parts(config, sizes["train"], model=model, optimizer=optimizer, loss=loss)
-    state = train_lib.init_states(config, parts.model, parts.optimizer, replicas)
+    state = train_lib.init_states(config, parts.model, parts.optimizer, replicas, group=group)
     checkpoints = Checkpoints(workdir / CHECKPOINTS, echo=echo)
     records: list[dict] = []
     if status == "resume":
@@ -696,6 +708,50 @@ def _relay_replicas(config, host_state, replicas: int):
                         host_state)
 
 
+def write_group_row(group_dir: Path, group: train_lib.Group, row: int, config, workdir: Path,
+                    label: str | None = None) -> dict:
+    """Row ``row`` of a finished :class:`~lecun_jax.train.Group` run in ``group_dir``, written
+    into ``workdir`` as an ordinary finished run of ``config`` (its replicas, renumbered
+    from 0; config, metrics, parameters, test outputs, TensorBoard, plots, summary)."""
+    lo, hi = row * group.seeds, (row + 1) * group.seeds
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = WorkdirLock(workdir)
+    try:
+        clear_workdir(workdir)
+        together = json.loads((group_dir / reporting.SUMMARY).read_text())
+        records = [dict(r, replica=r["replica"] - lo) for r in reporting.read_jsonl(group_dir / reporting.METRICS)
+                   if lo <= r["replica"] < hi]
+        reporting.write_json(workdir / reporting.CONFIG, _config_json(config))
+        reporting.write_jsonl(workdir / reporting.METRICS, records)
+        take = (lambda a: a[lo]) if group.seeds == 1 else (lambda a: a[lo:hi])  # one seed: no replica axis
+        reporting.save_params(workdir / reporting.PARAMS, jax.tree.map(take, reporting.load_params(group_dir / reporting.PARAMS)))
+        with np.load(group_dir / TEST_OUTPUTS) as z:
+            buf = io.BytesIO()
+            np.savez(buf, outputs=z["outputs"][lo:hi], labels=z["labels"])
+        reporting.atomic_write_bytes(workdir / TEST_OUTPUTS, buf.getvalue())
+        board = TensorBoard(workdir / TENSORBOARD, group.seeds, config.seed)
+        board.write(records, optimizers.pass_learning_rates(config.optimizer, config.train.passes))
+        board.close()
+        _plots(workdir, None)
+        sizes = {s: together["data"][f"{s}_digits"] for s in SPLITS}
+        train_s = together["ledger"]["wall_s"]
+        summary = together | {
+            "label": label,
+            "num_seeds": group.seeds,
+            "parts": {},
+            "final": {s: reporting.summarize(records, s, config.train.passes) for s in SPLITS},
+            "together": {"workdir": str(group_dir), "row": row, "rows": group.rows,
+                         "values": {k: v[row] for k, v in group.values.items()},
+                         "note": "trained side by side with the other rows in one program; time is the group's"},
+            "ledger": ledger(config, sizes, None if train_s is None else train_s / group.rows, together["macs_per_digit"]),
+        }
+        reporting.write_json(workdir / reporting.SUMMARY, summary)
+        return summary
+    finally:
+        lock.release()
+
+
 def _check_finite(config, p, new, metrics, workdir, records, checkpoints) -> None:
     """Stops at the end of a pass whose loss or parameters are not finite; keeps what was good."""
     bad = sorted({r["replica"] for r in new if r["loss"] is None})
@@ -753,7 +809,7 @@ def _prefetch_plots() -> threading.Thread:
     return thread
 
 
-def _plots(workdir: Path, test_images: np.ndarray) -> None:
+def _plots(workdir: Path, test_images: np.ndarray | None) -> None:
     try:
         from lecun_jax import plots
     except ImportError as e:  # matplotlib is a dependency; a broken install should not lose the run

@@ -48,8 +48,26 @@ def pass_learning_rates(config: ml_collections.ConfigDict, passes: int) -> list[
     return [float(lr(p)) if callable(lr) else float(lr) for p in range(passes)]
 
 
-def make(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int) -> optax.GradientTransformation:
-    """The optimiser of ``config.optimizer`` for ``passes`` passes of ``steps_per_pass`` updates."""
+# Hyperparameters that can enter the compiled pass as data (optax.inject_hyperparams):
+# rows of a sweep that differ only in these train side by side in one program.
+INJECTABLE = {"sgd": ("learning_rate",), "adamw": ("learning_rate", "weight_decay")}
+
+
+def injectable(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The fields of ``config`` (an optimizer config) that :func:`make` can take as data."""
+    return INJECTABLE.get(config.name, ()) if config.schedule == "constant" else ()
+
+
+def make(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int,
+         injected: dict | None = None) -> optax.GradientTransformation:
+    """The optimiser of ``config.optimizer`` for ``passes`` passes of ``steps_per_pass`` updates.
+
+    ``injected``: values (arrays, traced or not) of some :func:`injectable` fields,
+    kept in the optimiser state by ``optax.inject_hyperparams`` rather than in the
+    update's code: under ``vmap`` each replica then trains with its own values.
+    """
+    if injected is not None:
+        return _injected(config, injected)
     lr = learning_rate(config, steps_per_pass=steps_per_pass, passes=passes)
     if config.name == "sgd":
         return optax.sgd(lr)  # per leaf: flattening costs more than it saves here (4 us of 22 per step)
@@ -61,3 +79,16 @@ def make(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int)
 
         return sdlm.sdlm(lr, mu=config.sdlm_mu)
     raise ValueError(f"optimizer.name={config.name!r}: valid: {', '.join(OPTIMIZERS)}")
+
+
+def _injected(config: ml_collections.ConfigDict, values: dict) -> optax.GradientTransformation:
+    bad = sorted(set(values) - set(injectable(config)))
+    if bad:
+        raise ValueError(f"optimizer {config.name} ({config.schedule} schedule) cannot take {', '.join(bad)} as data; "
+                         f"it can: {', '.join(injectable(config)) or 'nothing'}")
+    if config.name == "sgd":
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=values.get("learning_rate", config.learning_rate))
+    hyper = {"learning_rate": config.learning_rate, "b1": config.b1, "b2": config.b2, "eps": config.eps,
+             "weight_decay": config.weight_decay} | values
+    static = tuple(k for k in hyper if k not in values)  # the others stay constants in the code
+    return optax.flatten(optax.inject_hyperparams(optax.adamw, static_args=static)(**hyper))

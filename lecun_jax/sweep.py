@@ -41,7 +41,8 @@ import numpy as np
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import experiment, reporting
+from lecun_jax import experiment, optimizers, reporting
+from lecun_jax import train as train_lib
 
 TABLE_MD, TABLE_CSV, SWEEP_JSON = reporting.TABLE_MD, reporting.TABLE_CSV, reporting.SWEEP_JSON
 ERROR_TXT = "error.txt"  # in a failed row's folder: the traceback of an unexpected failure
@@ -132,7 +133,7 @@ def expand(config_file: str | Path, config: ml_collections.ConfigDict, overrides
                         config_lib.set_path(c, path, value)
                     except (KeyError, AttributeError, TypeError) as e:
                         raise config_lib.ConfigError(f"config.{path}={value!r}: cannot be set ({e})") from None
-            c.sweep.rows, c.sweep.grid = "", ""
+            c.sweep.rows, c.sweep.grid, c.sweep.together = "", "", True  # a row is one run, however the sweep runs it
             config_lib.validate(c)
             name = "-".join(p for p in (row or "run", _tag(assignment)) if p)
             changed = _recipe_changes(c, base, overrides, base_has_overrides=row is None)
@@ -250,31 +251,25 @@ def run(
     runs = expand(config_file, config, overrides)
     varied = list(dict.fromkeys(k for r in runs for k in r.varied))
     echo(f"sweep: {len(runs)} runs: {', '.join(r.name for r in runs)}")
-    # In a multi-process job each process runs every n-th row alone (its own devices,
-    # an ordinary run in the row's folder); process 0 writes the tables once all are done.
+    # Units of work: a row alone, or rows that differ only in optimiser hyperparameters,
+    # trained together in one program. In a multi-process job each process takes every
+    # n-th unit on its own devices; process 0 writes the tables once all are done.
+    units = together_units(runs) if config.sweep.together else [[(i, r)] for i, r in enumerate(runs, 1)]
     index, count = experiment.process_index(), experiment.process_count()
-    mine = [(i, r) for i, r in enumerate(runs, 1) if (i - 1) % count == index]
-    records = []
-    for i, r in mine:
-        echo(f"== [{i}/{len(runs)}] {r.name} (sweep {time.perf_counter() - start:.0f} s so far)")
-        summary, error = None, None
-        (workdir / r.folder / ERROR_TXT).unlink(missing_ok=True)  # from an earlier failed attempt
-        try:
-            with experiment.this_process_only():
-                summary = experiment.train_and_evaluate(r.config, workdir / r.folder, overwrite=overwrite, label=r.name, echo=echo)
-        except (experiment.NumericalError, data_lib.DataError, config_lib.ConfigError, experiment.WorkdirError) as e:
-            error = _one_line(e, expected=True)
-        except Exception as e:  # any other fault of one row: the others still run
-            error = _one_line(e, expected=False)
-            reporting.atomic_write_bytes(workdir / r.folder / ERROR_TXT, traceback.format_exc().encode())
-            error += f" (traceback in {workdir / r.folder / ERROR_TXT})"
-        if error is not None:
-            echo(f"== {r.name} failed: {error}")
-        records.append(row_record(r, summary, error, workdir / r.folder))
-        if count == 1:
-            _write(workdir, records, time.perf_counter() - start, varied)  # a table after every row
-        else:
-            reporting.write_json(workdir / r.folder / ROW_JSON, records[-1])
+    done: dict[int, dict] = {}
+    for unit in units[index::count]:
+        summaries = _train_together(unit, workdir, overwrite, echo) if len(unit) > 1 else {}
+        for i, r in unit:
+            summary, error = summaries.get(i), None
+            if summary is None:
+                echo(f"== [{i}/{len(runs)}] {r.name} (sweep {time.perf_counter() - start:.0f} s so far)")
+                summary, error = _run_row(r, workdir, overwrite, echo)
+            done[i] = row_record(r, summary, error, workdir / r.folder)
+            if count == 1:
+                _write(workdir, [done[k] for k in sorted(done)], time.perf_counter() - start, varied)  # a table after every row
+            else:
+                reporting.write_json(workdir / r.folder / ROW_JSON, done[i])
+    records = [done[k] for k in sorted(done)]
     if count > 1:
         from jax.experimental import multihost_utils
 
@@ -296,6 +291,75 @@ def run(
 
 
 ROW_JSON = "sweep_row.json"  # a row's table record, from the process that ran it (multi-process sweeps)
+
+
+def _run_row(r: Row, workdir: Path, overwrite: bool, echo) -> tuple[dict | None, str | None]:
+    """(summary, None) of one row run alone, or (None, its one-line error)."""
+    (workdir / r.folder / ERROR_TXT).unlink(missing_ok=True)  # from an earlier failed attempt
+    try:
+        with experiment.this_process_only():
+            return experiment.train_and_evaluate(r.config, workdir / r.folder, overwrite=overwrite, label=r.name, echo=echo), None
+    except (experiment.NumericalError, data_lib.DataError, config_lib.ConfigError, experiment.WorkdirError) as e:
+        error = _one_line(e, expected=True)
+    except Exception as e:  # any other fault of one row: the others still run
+        error = _one_line(e, expected=False)
+        reporting.atomic_write_bytes(workdir / r.folder / ERROR_TXT, traceback.format_exc().encode())
+        error += f" (traceback in {workdir / r.folder / ERROR_TXT})"
+    echo(f"== {r.name} failed: {error}")
+    return None, error
+
+
+def together_units(runs: list[Row]) -> list[list[tuple[int, Row]]]:
+    """The rows (numbered from 1) in units: rows whose configs differ only in fields the
+    optimiser can take as data (:func:`lecun_jax.optimizers.injectable`) share a unit."""
+    units: dict[str, list[tuple[int, Row]]] = {}
+    for i, r in enumerate(runs, 1):
+        fields = optimizers.injectable(r.config.optimizer)
+        data_fields = {f"optimizer.{f}" for f in fields}
+        flat = {k: v for k, v in config_lib.flatten(r.config.to_dict()).items() if k not in data_fields}
+        key = json.dumps(flat, sort_keys=True, default=repr) if fields else f"alone-{i}"
+        units.setdefault(key, []).append((i, r))
+    return list(units.values())
+
+
+def _train_together(unit: list[tuple[int, Row]], workdir: Path, overwrite: bool, echo) -> dict[int, dict]:
+    """Summaries of the unit's rows: those already finished, and the others trained side by
+    side in one program (replicas = rows x seeds, their hyperparameters as data), each row
+    then written as an ordinary run in its folder. A row not here runs alone (e.g. after
+    the group failed: a diverging learning rate fails its own row only)."""
+    out, pending = {}, []
+    for i, r in unit:
+        try:
+            status = experiment.inspect_workdir(r.config, workdir / r.folder, overwrite)
+        except experiment.WorkdirError:
+            continue  # run alone, it fails there with this line
+        if status == "done":
+            out[i] = json.loads((workdir / r.folder / reporting.SUMMARY).read_text())
+        else:
+            pending.append((i, r))
+    fields = [k for k in optimizers.injectable(unit[0][1].config.optimizer)
+              if len({getattr(r.config.optimizer, k) for _, r in pending}) > 1]
+    if len(pending) < 2 or not fields:
+        return out
+    seeds = unit[0][1].config.num_seeds
+    group = train_lib.Group(seeds=seeds, values={k: tuple(getattr(r.config.optimizer, k) for _, r in pending) for k in fields})
+    config = ml_collections.ConfigDict(pending[0][1].config.to_dict())
+    config.num_seeds = len(pending) * seeds
+    names = [r.name for _, r in pending]
+    together = workdir / f"together-{hashlib.sha256(','.join(names).encode()).hexdigest()[:12]}"  # the group's own run
+    echo(f"== [{', '.join(str(i) for i, _ in pending)}] {', '.join(names)}: together in one program, "
+         f"{len(pending)} rows x {seeds} seed(s), {', '.join('optimizer.' + k for k in fields)} as data")
+    try:
+        with experiment.this_process_only():
+            experiment.train_and_evaluate(config, together, overwrite=overwrite, label="together: " + ", ".join(names),
+                                          echo=echo, plots=False, group=group)
+            for k, (i, r) in enumerate(pending):
+                out[i] = experiment.write_group_row(together, group, k, r.config, workdir / r.folder, label=r.name)
+    except Exception as e:  # noqa: BLE001 - whatever it was, the rows still run, one by one
+        echo(f"== training together failed ({_one_line(e, expected=False)}); those rows run one by one")
+        for i, _ in pending:
+            out.pop(i, None)
+    return out
 
 
 def _write(workdir: Path, records: list[dict], wall_s: float, varied: list[str]) -> None:

@@ -35,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
@@ -107,18 +108,48 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Arra
     return {"params": params, "opt_state": tx.init(params), "rng": jax.random.fold_in(key, 1), "pass": jnp.int32(0)}
 
 
-def init_states(config: ml_collections.ConfigDict, model, tx, replicas: int | None = None) -> State:
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Rows of a sweep that differ only in optimiser hyperparameters, trained side by
+    side as the replicas of one program: replica j is seed-replica ``j % seeds`` of row
+    ``j // seeds``, with that row's ``values`` (field -> one value per row, e.g.
+    ``{"learning_rate": (0.01, 0.03)}``) in its optimiser state."""
+
+    seeds: int
+    values: dict[str, tuple[float, ...]]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.values.values())))
+
+    def replica_ids(self, replicas: int) -> np.ndarray:
+        """The replica index each replica's keys come from (spares past the rows: 0)."""
+        real = self.rows * self.seeds
+        return np.asarray([j % self.seeds if j < real else 0 for j in range(replicas)], np.uint32)
+
+    def replica_values(self, replicas: int) -> dict[str, np.ndarray]:
+        real = self.rows * self.seeds
+        return {k: np.asarray([v[j // self.seeds] if j < real else v[0] for j in range(replicas)], np.float32)
+                for k, v in self.values.items()}
+
+
+def init_states(config: ml_collections.ConfigDict, model, tx, replicas: int | None = None, group: Group | None = None) -> State:
     """Initial state of every replica: a leading axis of ``replicas`` (default
     ``num_seeds``) when ``num_seeds`` is above 1. Replica r starts from
-    ``fold_in(PRNGKey(seed), r)``, whatever the number of replicas."""
+    ``fold_in(PRNGKey(seed), r)``, whatever the number of replicas; in a
+    :class:`Group`, from its seed-replica's key, with its row's hyperparameters."""
     replicas = config.num_seeds if replicas is None else replicas
 
     @jax.jit  # one compiled program; op by op, Flax's init takes seconds on a CPU
     def init(seed):
         if config.num_seeds == 1:
             return init_state(model, tx, replica_key(seed, 0))
-        keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(replicas))
-        return jax.vmap(lambda k: init_state(model, tx, k))(keys)
+        if group is None:
+            keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(replicas))
+            return jax.vmap(lambda k: init_state(model, tx, k))(keys)
+        keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.asarray(group.replica_ids(replicas)))
+        make = lambda v: optimizers.make(config.optimizer, steps_per_pass=1, passes=1, injected=v)
+        return jax.vmap(lambda k, v: init_state(model, make(v), k))(keys, group.replica_values(replicas))
 
     return init(jnp.uint32(config.seed))
 

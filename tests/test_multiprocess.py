@@ -94,7 +94,7 @@ def test_a_partial_multiprocess_command_line_is_one_line(tmp_path):
 
 
 SWEEP = ["--config.data.train_size=200", "--config.train.passes=2", "--config.num_seeds=2", "--compilation_cache=",
-         "--config.sweep.grid=optimizer.learning_rate=0.01,0.03,0.1"]
+         "--config.sweep.grid=optimizer.learning_rate=0.01,0.03;train.passes=1,2"]
 
 
 def _table(workdir):
@@ -118,8 +118,9 @@ def test_a_sweep_spread_over_two_processes_gives_the_one_process_table(tmp_path)
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert not any("Traceback" in o for o in outputs)
-    # rows 1 and 3 ran in process 0, row 2 in process 1; process 0 wrote the table
-    assert "[1/3]" in outputs[0] and "[3/3]" in outputs[0] and "[2/3]" not in outputs[0]
-    assert "[2/3]" in outputs[1] and "[1/3]" not in outputs[1] and "wrote" not in outputs[1]
-    assert len(_table(tmp_path / "two")) == 3
+    # two units of rows that differ only in the learning rate, one per process (each trains
+    # its two rows together in one program); process 0 wrote the table
+    assert "== [1, 3] " in outputs[0] and "== [2, 4] " not in outputs[0]
+    assert "== [2, 4] " in outputs[1] and "== [1, 3] " not in outputs[1] and "wrote" not in outputs[1]
+    assert len(_table(tmp_path / "two")) == 4
     assert _table(tmp_path / "two") == _table(tmp_path / "one")

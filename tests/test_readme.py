@@ -35,7 +35,7 @@ def command_lines() -> list[str]:
     commands = []
     for text in texts:
         for part in text.split("&&"):
-            part = part.split(" #")[0].strip()
+            part = part.split(" #")[0].strip().removesuffix("&").strip()  # a trailing & starts it in the background
             if re.match(r"python3? ", part):  # an elided word ("…") is left out
                 commands.append(" ".join(w for w in part.split() if "…" not in w))
     return list(dict.fromkeys(commands))

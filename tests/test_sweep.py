@@ -7,12 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
 from lecun_jax import experiment, sweep
-from conftest import REPO
+from conftest import REPO, small_config
 
 LECUN1989 = REPO / "configs" / "lecun1989.py"
 ABLATIONS = REPO / "configs" / "ablations.py"
@@ -155,3 +158,29 @@ def test_a_row_failing_with_an_unexpected_exception_is_marked_failed_and_the_tab
     assert "failed: RuntimeError" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "ablations.png").exists()
     assert any("run-learning_rate=0.01 failed: RuntimeError" in l for l in lines)
+
+
+def test_a_learning_rate_grid_trains_as_one_program_with_each_rows_own_numbers(tmp_path, monkeypatch):
+    c = small_config(train__passes=2, num_seeds=2)
+    c.sweep.grid = "optimizer.learning_rate=0.005,0.01,0.02,0.03"
+    calls = []
+    real = experiment.train_and_evaluate
+    monkeypatch.setattr(experiment, "train_and_evaluate", lambda *a, **k: calls.append(k.get("group")) or real(*a, **k))
+    together = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path / "together", echo=lambda s: None)
+    assert len(calls) == 1 and calls[0].values == {"learning_rate": (0.005, 0.01, 0.02, 0.03)}  # one program, 4 x 2 networks
+    c.sweep.together = False
+    calls.clear()
+    alone = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path / "alone", echo=lambda s: None)
+    assert len(calls) == 4 and calls == [None] * 4
+    assert [r["status"] for r in together] == ["ok"] * 4
+    for t, a in zip(together, alone):
+        row_t = experiment.load_run(t["workdir"])  # an ordinary run in the row's folder
+        row_a = experiment.load_run(a["workdir"])
+        assert row_t.config == row_a.config and row_t.summary["together"]["rows"] == 4
+        assert [(r["pass"], r["split"], r["replica"], r["misses"]) for r in row_t.metrics] == \
+               [(r["pass"], r["split"], r["replica"], r["misses"]) for r in row_a.metrics]
+        for rt, ra in zip(row_t.metrics, row_a.metrics):  # the rate as data, not a constant: float rounding
+            assert rt["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5), row_t.params, row_a.params)
+        assert row_t.test_outputs.shape == row_a.test_outputs.shape == (2, 2007, 10)
+        assert (Path(t["workdir"]) / "plots" / "curves.png").exists()
