@@ -535,12 +535,17 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
     first = int(np.asarray(to_numpy(state["pass"])).reshape(-1)[0]) + 1
 
     t = time.perf_counter()
+    # a compilation the cache does not hold takes seconds (10 seeds: about 4 s here): say so
+    told = threading.Timer(1.0, echo, ["compiling the training pass and evaluation (once per shape: "
+                                       "later runs load it from the compilation cache)..."])
+    told.start()
     epochs = {
         evaluated: train_lib.make_epoch(config, parts, sizes["train"], sizes["test"], mesh=mesh, evaluate_splits=evaluated)
         .lower(state, arrays).compile()
         for evaluated in ((True, False) if config.train.eval_every > 1 else (True,))
     }
     compile_s = time.perf_counter() - t
+    told.cancel()
 
     if process_index() == 0:
         reporting.write_json(workdir / reporting.CONFIG, _config_json(config, given))

@@ -105,11 +105,12 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    # allow_nan=False: a NaN would make the file invalid JSON; records hold None for it
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records).encode())
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
