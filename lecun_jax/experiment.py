@@ -332,8 +332,12 @@ class WorkdirLock:
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
+            for _ in range(20):  # the holder writes its name just after it locks
+                self.file.seek(0)
+                if holder := self.file.read().strip():
+                    break
+                time.sleep(0.01)
+            holder = holder or "another process"
             self.file.close()
             raise WorkdirError(f"{workdir} is in use by {holder}; wait for it to finish, or choose another --workdir") from None
         self.file.seek(0)
