@@ -8,7 +8,7 @@
 
 Submodules load on first use (``lecun_jax.data`` imports ``lecun_jax.data``),
 so ``import lecun_jax`` itself imports neither JAX nor TensorFlow Datasets,
-orbax, matplotlib or tensorboardX. :func:`lecun_jax.data.load` registers the
+matplotlib or tensorboardX. :func:`lecun_jax.data.load` registers the
 TFDS builders ``mnist1989``, ``usps`` and ``mnist16`` (``lecun_jax.tfds_datasets``)
 before it asks TFDS for them.
 

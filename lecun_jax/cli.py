@@ -138,7 +138,7 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
 
 def os_error_in(e: BaseException) -> OSError | None:
     """``e`` if it is an OSError, or the storage failure (disk full, quota, I/O, read-only)
-    that caused it: orbax and TFDS re-raise those wrapped in their own exceptions."""
+    that caused it: TFDS and array_record re-raise those wrapped in their own exceptions."""
     if isinstance(e, OSError):
         return e
     seen = {id(e)}

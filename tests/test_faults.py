@@ -345,7 +345,7 @@ def _chained(outer, inner):
 
 
 @pytest.mark.parametrize("exception,code,message", [
-    # orbax re-raises a full disk wrapped in its own error
+    # a library (TFDS, array_record) re-raises a full disk wrapped in its own error
     (_chained(RuntimeError("checkpoint save failed"), OSError(errno.ENOSPC, "No space left on device", "/r/checkpoints/2")),
      1, "error: disk full: /r/checkpoints/2: No space left on device; free some space and run the same command again to resume"),
     (OSError(errno.EIO, "Input/output error", "/r/params.npz"), 1, "error: /r/params.npz: Input/output error"),
