@@ -465,6 +465,8 @@ def train_and_evaluate(
     config_lib.validate(config)
     workdir = Path(workdir)
     given = describe_parts(model, optimizer, loss)
+    if process_index() != 0:
+        echo = _silent  # one writer, one speaker: process 0 prints the run
     if group is not None:
         if optimizer is not None or config.num_seeds != group.rows * group.seeds:
             raise ValueError(f"a group of {group.rows} rows x {group.seeds} seeds needs num_seeds={group.rows * group.seeds} "
@@ -653,6 +655,10 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
         f"wall {summary['time']['wall_s']:.1f} s{speed}; results in {workdir}"
     )
     return summary
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _from_process_0(value: int) -> int:

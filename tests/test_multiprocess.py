@@ -74,7 +74,7 @@ def test_two_processes_killed_and_restarted_end_with_a_single_process_metrics(tm
     outputs = [(logs / f"again_{i}.log").read_text() for i in range(2)]
     assert not any("Traceback" in o for o in outputs), outputs
     assert "resuming" in outputs[0] and "done:" in outputs[0]
-    assert "done:" not in outputs[1]  # one writer: process 1 prints and writes nothing of the run
+    assert "eval:" not in outputs[1] and "done:" not in outputs[1]  # one writer: process 1 prints and writes nothing of the run
 
     assert reporting.read_jsonl(workdir / "metrics.jsonl") == reporting.read_jsonl(single / "metrics.jsonl")
     jax.tree.map(np.testing.assert_array_equal, reporting.load_params(workdir / "params.npz"),
@@ -124,3 +124,24 @@ def test_a_sweep_spread_over_two_processes_gives_the_one_process_table(tmp_path)
     assert "== [2, 4] " in outputs[1] and "== [1, 3] " not in outputs[1] and "wrote" not in outputs[1]
     assert len(_table(tmp_path / "two")) == 4
     assert _table(tmp_path / "two") == _table(tmp_path / "one")
+
+
+def test_a_slurm_job_step_is_detected_and_gives_the_same_run(tmp_path):
+    """Two processes started as ``srun --ntasks=2`` starts them: JAX finds the coordinator,
+    the count and the index in SLURM's variables (no flags)."""
+    args = ["--config.data.train_size=300", "--config.train.passes=2", "--config.num_seeds=4", "--compilation_cache="]
+    single = subprocess.run([sys.executable, str(REPO / "launch.py"), f"--workdir={tmp_path / 'single'}", *args],
+                            capture_output=True, text=True, cwd=tmp_path, env=_env(2))
+    assert single.returncode == 0, single.stderr
+    job = str(_free_port())  # JAX derives the coordinator's port from the job id
+    procs = [subprocess.Popen([sys.executable, str(REPO / "launch.py"), f"--workdir={tmp_path / 'slurm'}", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                              env=dict(_env(1), SLURM_JOB_ID=job, SLURM_NTASKS="2", SLURM_PROCID=str(i), SLURM_LOCALID=str(i),
+                                       SLURM_STEP_NODELIST="localhost", SLURM_NODELIST="localhost", SLURM_STEP_NUM_TASKS="2",
+                                       SLURM_STEP_TASKS_PER_NODE="2", SLURM_TASKS_PER_NODE="2"))
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and not any("Traceback" in o for o in outputs), outputs
+    summary = __import__("json").loads((tmp_path / "slurm" / "summary.json").read_text())
+    assert summary["device"]["processes"] == 2
+    assert reporting.read_jsonl(tmp_path / "slurm" / "metrics.jsonl") == reporting.read_jsonl(tmp_path / "single" / "metrics.jsonl")
