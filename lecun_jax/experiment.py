@@ -248,6 +248,7 @@ class Checkpoints:
     def __init__(self, directory: Path, keep: int = KEEP_CHECKPOINTS, echo: Callable[[str], None] = print):
         self.directory, self.keep, self.echo = Path(directory), keep, echo
         self.seconds = 0.0  # time spent saving
+        self.set_aside = 0  # unreadable checkpoints renamed by restore()
 
     def passes(self) -> list[int]:
         if not self.directory.is_dir():
@@ -311,6 +312,7 @@ class Checkpoints:
                 shutil.rmtree(aside, ignore_errors=True)
                 if process_index() == 0:
                     os.rename(self.directory / str(p), aside)
+                self.set_aside += 1
                 self.echo(f"checkpoint of pass {p} cannot be read ({type(e).__name__}: {str(e)[:80]}); "
                           f"set aside as {aside}, using an older one")
         return None
@@ -529,7 +531,7 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
             )
         if process_index() != 0 and chosen >= 0:
             restored = checkpoints.read(chosen, template)
-        if restored is None:
+        if restored is None and checkpoints.set_aside:
             echo(f"{workdir}: no readable checkpoint; starting from pass 1")
         else:
             host_state, records, meta = restored
