@@ -481,11 +481,38 @@ def train_and_evaluate(
         workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir) if writer else None
     try:
-        return _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
-                                   start, startup_s, group)
+        with _interruptible():
+            return _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
+                                       start, startup_s, group)
     finally:
         if lock is not None:
             lock.release()
+
+
+_INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered: a library that
+    swallows the exception cannot make the run go on (the pass loop checks after every
+    pass). A SIGINT ignored by the parent (a background job) stays ignored."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def handler(signum, frame):
+        _INTERRUPTED.set()
+        signal.default_int_handler(signum, frame)
+
+    _INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrite, label, echo, plots,
@@ -589,6 +616,8 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
             if evaluated and board is not None:
                 reporting.write_jsonl(workdir / reporting.METRICS, records)
                 board.write(new, rates)
+            if _INTERRUPTED.is_set():
+                raise KeyboardInterrupt  # a Ctrl-C that some library swallowed
             pass_times.append(time.perf_counter() - t)
             echo(_progress(p, config.train.passes, first, pass_times, time.perf_counter() - loop_start))
             for split in SPLITS if evaluated else ():

@@ -294,7 +294,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)  # and no hang at exit
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, (stderr, _[-600:])
     assert [l for l in stderr.splitlines() if l.startswith("error: ")] == ["error: interrupted; run the same command again to resume"]
     assert "Traceback" not in stderr and _passes_done(tmp_path / "w") < 6
     final = launch(*args)
