@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging as absl_logging
 
-from lecun_jax.reporting import atomic_write_bytes
+from lecun_jax.reporting import write_npz
 from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data.DataError, ...)
     DOWNLOAD_TIMEOUT_S,
     IMAGE_SHAPE,
@@ -138,7 +138,7 @@ def load(
         if value is not None and not os.fspath(value).strip():  # Path('') is the current folder: never meant
             raise DataError(f"data.{field}='': an empty directory name; give a directory, or leave it unset (None)")
     _check_tfds_dir(_tfds_data_dir(data_dir))
-    splits, source = _load_splits("mnist16" if name == "mnist" else name, source_dir, data_dir, mnist_url, ("train", "test"))
+    splits, source = _load_splits("mnist16" if name == "mnist" else name, source_dir, data_dir, mnist_url)
     test = _mnist_test(splits["test"]) if name == "mnist" else splits["test"]
     return Dataset(name=name, train=splits["train"], test=test, source=source)
 
@@ -161,6 +161,7 @@ def _check_tfds_dir(root: Path) -> None:
         raise DataError(f"{root}: not a directory{where}; data.tfds_dir (or $TFDS_DATA_DIR) is where TFDS keeps prepared datasets")
 
 
+SPLITS = ("train", "test")
 ARRAYS_CACHE = "lecun_jax_arrays"  # under the TFDS data_dir: the shipped datasets' arrays, decoded once
 
 
@@ -175,7 +176,7 @@ def _prepared_stamp(root: Path, name: str) -> list:
     return sorted([str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns] for f in folder.rglob("*") if f.is_file())
 
 
-def _cached_arrays(name: str, data_dir, splits) -> dict[str, Split] | None:
+def _cached_arrays(name: str, data_dir) -> dict[str, Split] | None:
     """The shipped dataset's splits from the decoded copy written by an earlier :func:`load`, or None.
 
     Used only when the prepared TFDS copy it was decoded from is unchanged (file
@@ -188,13 +189,13 @@ def _cached_arrays(name: str, data_dir, splits) -> dict[str, Split] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             stamp = json.loads(str(z["stamp"]))
-            arrays = {s: Split(images=z[f"{s}_images"], labels=z[f"{s}_labels"]) for s in splits}
+            arrays = {s: Split(images=z[f"{s}_images"], labels=z[f"{s}_labels"]) for s in SPLITS}
         if stamp != _prepared_stamp(root, name):
             return None
     except (OSError, KeyError, ValueError):
         return None
     expected = manifest()["arrays"][name]
-    if any(array_digest(arrays[s].images, arrays[s].labels) != expected[s] for s in splits):
+    if any(array_digest(arrays[s].images, arrays[s].labels) != expected[s] for s in SPLITS):
         return None
     return arrays
 
@@ -202,18 +203,15 @@ def _cached_arrays(name: str, data_dir, splits) -> dict[str, Split] | None:
 def _write_cached_arrays(name: str, data_dir, out: dict[str, Split]) -> None:
     root = _tfds_data_dir(data_dir)
     try:
-        stamp = _prepared_stamp(root, name)
-        buf = io.BytesIO()
-        np.savez(buf, stamp=np.asarray(json.dumps(stamp)),
-                 **{f"{s}_{k}": getattr(v, k) for s, v in out.items() for k in ("images", "labels")})
-        (root / ARRAYS_CACHE).mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(root / ARRAYS_CACHE / f"{name}.npz", buf.getvalue())
+        write_npz(root / ARRAYS_CACHE / f"{name}.npz", stamp=np.asarray(json.dumps(_prepared_stamp(root, name))),
+                  **{f"{s}_{k}": getattr(v, k) for s, v in out.items() for k in ("images", "labels")})
     except OSError as e:  # a read-only data_dir: no cache, same data
         absl_logging.info("no decoded-array cache in %s: %s", root, e)
 
 
-def _load_splits(name: str, source_dir, data_dir, url, splits) -> tuple[dict[str, Split], dict]:
-    """({split: Split}, source record) of TFDS builder ``name``, prepared (once) from the source, read with data_source.
+def _load_splits(name: str, source_dir, data_dir, url) -> tuple[dict[str, Split], dict]:
+    """({split: Split}, source record) of TFDS builder ``name``'s train and test splits, prepared (once)
+    from the source, read with data_source.
 
     What is read back is checked against the digests recorded when it was
     prepared (the shipped manifest's, or the prepared copy's ``DIGESTS`` file):
@@ -221,7 +219,7 @@ def _load_splits(name: str, source_dir, data_dir, url, splits) -> tuple[dict[str
     delete it, never a run on other digits.
     """
     shipped = source_dir is None and name in manifest()["arrays"]
-    if shipped and set(splits) == {"train", "test"} and (cached := _cached_arrays(name, data_dir, splits)):
+    if shipped and (cached := _cached_arrays(name, data_dir)):
         return cached, _shipped_record(name)
     import tensorflow_datasets as tfds
 
@@ -250,7 +248,7 @@ def _load_splits(name: str, source_dir, data_dir, url, splits) -> tuple[dict[str
     finally:
         absl_logging.set_verbosity(verbosity)
     where = builder.data_dir
-    out = _read_prepared(builder, name, splits)
+    out = _read_prepared(builder, name)
     record = _shipped_record(name) if shipped else _prepared_record(Path(where) / tfds_datasets.DIGESTS, name)
     for split, v in out.items():
         if array_digest(v.images, v.labels) != record["arrays"].get(split):
@@ -258,7 +256,7 @@ def _load_splits(name: str, source_dir, data_dir, url, splits) -> tuple[dict[str
             what = (f"{len(v):,} examples where {prepared:,} were prepared" if prepared not in (None, len(v))
                     else f"arrays that differ from the {'shipped manifest' if shipped else 'ones prepared'}")
             raise DataError(f"{name}/{split}: the prepared copy in {where} holds {what}; delete that folder and run again")
-    if shipped and set(splits) == {"train", "test"}:
+    if shipped:
         _write_cached_arrays(name, data_dir, out)
     return out, record if shipped else {**record.get("source", {}), "arrays": record["arrays"]}
 
@@ -269,13 +267,13 @@ def _shipped_record(name: str) -> dict:
             "arrays": m["arrays"][name]}
 
 
-def _read_prepared(builder, name: str, splits) -> dict[str, Split]:
+def _read_prepared(builder, name: str) -> dict[str, Split]:
     """The splits of a prepared copy, in presentation order; any failure to read it is a DataError naming it."""
     where = builder.data_dir
     out = {}
     try:
         data_sources = builder.as_data_source()
-        for split in splits:
+        for split in SPLITS:
             items = data_sources[split].__getitems__(range(len(data_sources[split])))
             images = np.stack([it["image"] for it in items]).astype(np.float32)
             labels = np.asarray([it["label"] for it in items], dtype=np.int32)

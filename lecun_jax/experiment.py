@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -265,13 +264,11 @@ class Checkpoints:
         t = time.perf_counter()
         paths, leaves = zip(*[(jax.tree_util.keystr(k), np.asarray(v)) for k, v in jax.tree_util.tree_flatten_with_path(state)[0]])
         meta = {"pass": pass_number, "paths": list(paths), "data": data}
-        buf = io.BytesIO()
-        np.savez(buf, meta=np.asarray(json.dumps(meta)), records=np.asarray(json.dumps(records)),
-                 **{f"leaf_{i}": leaf for i, leaf in enumerate(leaves)})
         final = self.directory / str(pass_number)
         tmp = self.directory / f".{pass_number}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        reporting.atomic_write_bytes(tmp / self.FILE, buf.getvalue())
+        reporting.write_npz(tmp / self.FILE, meta=np.asarray(json.dumps(meta)), records=np.asarray(json.dumps(records)),
+                            **{f"leaf_{i}": leaf for i, leaf in enumerate(leaves)})
         if final.exists():  # only after a fallback left a later pass to redo
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -773,9 +770,7 @@ def write_group_row(group_dir: Path, group: train_lib.Group, row: int, config, w
         take = (lambda a: a[lo]) if group.seeds == 1 else (lambda a: a[lo:hi])  # one seed: no replica axis
         reporting.save_params(workdir / reporting.PARAMS, jax.tree.map(take, reporting.load_params(group_dir / reporting.PARAMS)))
         with np.load(group_dir / TEST_OUTPUTS) as z:
-            buf = io.BytesIO()
-            np.savez(buf, outputs=z["outputs"][lo:hi], labels=z["labels"])
-        reporting.atomic_write_bytes(workdir / TEST_OUTPUTS, buf.getvalue())
+            reporting.write_npz(workdir / TEST_OUTPUTS, outputs=z["outputs"][lo:hi], labels=z["labels"])
         board = TensorBoard(workdir / TENSORBOARD, group.seeds, config.seed)
         board.write(records, optimizers.pass_learning_rates(config.optimizer, config.train.passes))
         board.close()
@@ -830,11 +825,7 @@ def _save_test_outputs(config, model, params, dataset, workdir: Path) -> None:
         predict = jax.vmap(predict, in_axes=(0, None))
     outputs = np.asarray(jax.jit(predict)(params, dataset.test.images))
     outputs = outputs if config.num_seeds > 1 else outputs[None]
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, outputs=outputs.astype(np.float32), labels=dataset.test.labels)
-    reporting.atomic_write_bytes(workdir / TEST_OUTPUTS, buf.getvalue())
+    reporting.write_npz(workdir / TEST_OUTPUTS, outputs=outputs.astype(np.float32), labels=dataset.test.labels)
 
 
 def _prefetch_plots() -> threading.Thread:

@@ -138,12 +138,17 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def save_params(path: str | os.PathLike, params) -> None:
+def write_npz(path: str | os.PathLike, **arrays) -> None:
+    """``np.savez`` of ``arrays``, written whole and renamed into place."""
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **flatten_params(params))
+    np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def save_params(path: str | os.PathLike, params) -> None:
+    write_npz(path, **flatten_params(params))
 
 
 def load_params(path: str | os.PathLike) -> dict:

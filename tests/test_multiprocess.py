@@ -11,7 +11,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from lecun_jax import reporting
 from conftest import REPO
