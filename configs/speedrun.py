@@ -19,7 +19,9 @@ unless noted): batch 8 1e-3 60p 1.97 +- 0.15; batch 16 2e-3 60p 1.76; batch 16
 0.14 (this); batch 4 2e-3 60p 1.69 +- 0.07, 70p 1.52 +- 0.12 but 1.68 +- 0.12
 on 5 fresh seeds (from 2026), so not reliably under; `fill` shifts of 2 pixels
 worse (2.92). The search read the test split, so benchmarks/speedrun.py
-confirms the chosen recipe on 5 fresh seeds (from 2026: 1.48 +- 0.19).
+confirms the chosen recipe on 5 fresh seeds (from 2026: 1.48 +- 0.19; with
+the code since 2026-11-30 1.82 +- 0.10 there, 1.54 +- 0.15 on 10 seeds from
+100: the recipe sits at the target, see the README's Speedrun).
 Only the final pass is evaluated (train.eval_every = passes).
 """
 

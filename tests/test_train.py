@@ -187,3 +187,46 @@ def test_make_train_is_the_epochs_in_one_function(mnist1989):
     many, many_metrics = jax.jit(jax.vmap(run))(keys)
     assert int(many_metrics["test"]["misses"][0, -1]) == int(metrics["test"]["misses"][-1])
     _allclose(jax.tree.map(lambda a: a[0], many["params"]), state["params"])
+
+
+def test_the_dropout_masks_of_a_pass_are_independent_draws_at_the_rate():
+    # End to end through the training pass: a module whose dropout acts on ones reports each
+    # step's mask. Dropout 0.25 over 1,823 steps x 4 digits x 192 units (the speedrun's pass)
+    # must keep 75% of units, each unit near 75%, with no correlation between steps, between
+    # the digits of a batch or between units (bounds: >= 5 binomial standard deviations).
+    import flax.linen as nn
+    import optax
+
+    masks = []
+
+    class Probe(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            kept = nn.Dropout(0.25, deterministic=not train)(jnp.ones((x.shape[0], 192)))
+            if train:
+                jax.debug.callback(lambda m: masks.append(np.asarray(m) != 0), kept, ordered=True)
+            return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+    steps, batch = 1823, 4
+    model, tx = Probe(), optax.sgd(0.0)
+    state = train.init_state(model, tx, train.replica_key(2026, 0))
+    images, labels = jnp.zeros((steps * batch, 16, 16, 1)), jnp.zeros(steps * batch, jnp.int32)
+    train_pass = train.make_train_pass(model, tx, losses.cross_entropy, num_train=steps * batch, batch_size=batch,
+                                       shuffle=True)
+    jax.block_until_ready(jax.jit(train_pass)(state, images, labels))
+    m = np.stack(masks).astype(np.float64)
+    assert m.shape == (steps, batch, 192)
+    n = m.size
+    assert abs(m.mean() - 0.75) < 5 * np.sqrt(0.75 * 0.25 / n)
+    per_unit = m.reshape(-1, 192).mean(0)
+    assert np.all(np.abs(per_unit - 0.75) < 6 * np.sqrt(0.75 * 0.25 / (steps * batch)))
+
+    def corr(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+    assert abs(corr(m[1:].ravel(), m[:-1].ravel())) < 5 / np.sqrt(n)  # consecutive steps
+    assert abs(corr(m[:, 0].ravel(), m[:, 1].ravel())) < 5 / np.sqrt(steps * 192)  # digits of a batch
+    units = np.corrcoef(m.reshape(-1, 192).T)
+    np.fill_diagonal(units, 0)
+    assert np.abs(units).max() < 7 / np.sqrt(steps * batch)  # 18,336 pairs of units
