@@ -87,7 +87,7 @@ def bench_step() -> dict:
     x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
     train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=1, shuffle=False)
     t = time.perf_counter()
-    compiled = jax.jit(train_pass).lower(state, x, y).compile()
+    compiled = jax.jit(train_pass, compiler_options=train.compiler_options()).lower(state, x, y).compile()
     compile_s = time.perf_counter() - t
     jax.block_until_ready(compiled(state, x, y))
     med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)
@@ -288,7 +288,8 @@ def bench_batch() -> dict:
         state = train.init_states(c, parts.model, parts.optimizer)
         x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
         train_pass = jax.jit(train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=b,
-                                                   shuffle=False, augment=c.augment))
+                                                   shuffle=False, augment=c.augment),
+                             compiler_options=train.compiler_options())
         compiled = train_pass.lower(state, x, y).compile()
         jax.block_until_ready(compiled(state, x, y))
         med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)

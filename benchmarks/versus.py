@@ -16,6 +16,11 @@ Every figure runs in a child process started in each tree (``old`` and this
           mean +- std over the 10 seeds
   table   the ablation table, ``--config=configs/ablations.py:all
           --config.num_seeds=5``: wall time, every row's test error
+  levers  (not by default) the step section's figures of this tree under
+          levers that need no code change: each --xla_flags value, this
+          tree without train.compiler_options(), JAX's
+          unrolled threefry lowering instead of the rolled loop it uses on
+          a CPU, and relu_dropout without dropout (its ceiling)
 
 Prints figures and ratios (old / new: above 1 means the new code is faster)
 and writes JSON (--out).
@@ -36,15 +41,28 @@ from absl import app, flags
 REPO = Path(__file__).resolve().parents[1]
 flags.DEFINE_string("old", None, "Checkout of the code to compare with (a git worktree).", required=True)
 flags.DEFINE_list("sections", ["step", "run", "seeds", "table"], "Sections to run.")
+flags.DEFINE_multi_string(
+    "xla_flags",
+    ["--xla_cpu_multi_thread_eigen=false", "--xla_cpu_use_thunk_runtime=false", "--xla_cpu_use_xnnpack=true",
+     "--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+     "--xla_cpu_prefer_vector_width=512", "--xla_cpu_parallel_codegen_split_count=1",
+     "--xla_cpu_experimental_ynn_fusion_type=individual_dot"],
+    "XLA flag settings the levers section tries, one per value.")
 flags.DEFINE_integer("repeats", 3, "Alternating old/new repeats of the step and run sections (medians).")
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "results" / "versus.json"), "JSON output path.")
 FLAGS = flags.FLAGS
 
 # The child of the step section: works with both APIs (the old one had lecun_jax/fused.py).
 STEP_CHILD = r"""
-import json, os, sys, time
+import hashlib, json, os, sys, time
 sys.path.insert(0, os.getcwd())
 import jax, numpy as np
+if os.environ.get("BENCH_THREEFRY") == "unrolled":  # the lowering JAX uses off the CPU, not its rolled loop
+    from functools import partial
+    from jax._src.interpreters import mlir
+    from jax._src.random import threefry2x32 as tf
+    mlir.register_lowering(tf.threefry2x32_p, mlir.lower_fun(
+        partial(tf._threefry2x32_lowering, use_rolled_loops=False), multiple_results=True), platform="cpu")
 from lecun_jax import config as C, data, losses, train
 old = os.path.exists("lecun_jax/fused.py")
 ds = data.load("mnist1989")
@@ -53,6 +71,8 @@ n = len(y)
 out = {}
 for recipe in ("repro", "relu_dropout"):
     c = C.load_file("configs/ablations.py", recipe)
+    if os.environ.get("BENCH_DROPOUT"):
+        c.model.dropout = float(os.environ["BENCH_DROPOUT"])
     if old:
         model, tx = train.make_model(c), train.make_optimizer(c, n)
         state = train.init_states(c, model, tx)
@@ -67,16 +87,18 @@ for recipe in ("repro", "relu_dropout"):
         state = train.init_states(c, parts.model, parts.optimizer)
         train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n,
                                            batch_size=c.train.batch_size, shuffle=c.train.shuffle, augment=c.augment)
-    t = time.perf_counter()
-    compiled = jax.jit(train_pass).lower(state, x, y).compile()
+    t = time.perf_counter()  # the options the host loop compiles with, where the tree has them
+    options = {} if os.environ.get("BENCH_OPTIONS") == "none" else getattr(train, "compiler_options", dict)()
+    compiled = jax.jit(train_pass, compiler_options=options).lower(state, x, y).compile()
     compile_s = time.perf_counter() - t
-    jax.block_until_ready(compiled(state, x, y))
+    after = jax.block_until_ready(compiled(state, x, y))
+    digest = hashlib.sha256(b"".join(np.asarray(l).tobytes() for l in jax.tree.leaves(after["params"]))).hexdigest()[:16]
     times = []
     for _ in range(3):
         t = time.perf_counter()
         jax.block_until_ready(compiled(state, x, y))
         times.append(time.perf_counter() - t)
-    out[recipe] = {"us_per_step": 1e6 * float(np.median(times)) / n, "compile_s": compile_s}
+    out[recipe] = {"us_per_step": 1e6 * float(np.median(times)) / n, "compile_s": compile_s, "params_after_one_pass": digest}
 print("RESULT " + json.dumps(out))
 """
 
@@ -87,8 +109,9 @@ def child_env() -> dict:
     return env
 
 
-def run_step(tree: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", STEP_CHILD], cwd=tree, env=child_env(), capture_output=True, text=True)
+def run_step(tree: Path, env: dict | None = None) -> dict:
+    r = subprocess.run([sys.executable, "-c", STEP_CHILD], cwd=tree, env=child_env() | (env or {}), capture_output=True,
+                       text=True)
     line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
     if r.returncode or not line:
         raise RuntimeError(f"step child in {tree} failed: {r.stderr[-2000:]}")
@@ -145,6 +168,25 @@ def main(argv):
             print(f"[step] {recipe:13s} old {us['old']:6.1f} µs/step, new {us['new']:6.1f} µs/step: "
                   f"new/old {us['new'] / us['old']:.2f}x, speed-up {us['old'] / us['new']:.2f}x")
         results["step"] = step
+
+    if "levers" in FLAGS.sections:
+        base = os.environ.get("XLA_FLAGS", "")
+        variants = {"as is": {}} | {f: {"XLA_FLAGS": f"{base} {f}".strip()} for f in FLAGS.xla_flags}
+        variants |= {"without compiler_options()": {"BENCH_OPTIONS": "none"},
+                     "threefry unrolled": {"BENCH_THREEFRY": "unrolled"}, "no dropout": {"BENCH_DROPOUT": "0"}}
+        runs = {v: [] for v in variants}
+        for _ in range(FLAGS.repeats):
+            for v, env in variants.items():
+                runs[v].append(run_step(REPO, env))
+        levers = {}
+        for v in variants:
+            levers[v] = {recipe: median([r[recipe]["us_per_step"] for r in runs[v]]) for recipe in ("repro", "relu_dropout")}
+            # the same numbers as this tree as is, after one pass (no dropout: another recipe)
+            levers[v]["same_numbers"] = all(runs[v][0][r]["params_after_one_pass"] == runs["as is"][0][r]["params_after_one_pass"]
+                                            for r in ("repro", "relu_dropout"))
+            print(f"[levers] {v:60s} repro {levers[v]['repro']:6.1f} µs/step, relu_dropout "
+                  f"{levers[v]['relu_dropout']:6.1f} µs/step, same numbers: {'yes' if levers[v]['same_numbers'] else 'no'}")
+        results["levers"] = levers
 
     jobs = {
         "run": ([], FLAGS.repeats),

@@ -8,6 +8,7 @@ import pytest
 from lecun_jax import config as config_lib
 from lecun_jax import experiment, losses, reporting, train
 from lecun_jax import model as M
+from conftest import REPO
 from reference import cross_entropy, karpathy_forward, mse_1989
 
 STEPS = 40
@@ -230,3 +231,20 @@ def test_the_dropout_masks_of_a_pass_are_independent_draws_at_the_rate():
     units = np.corrcoef(m.reshape(-1, 192).T)
     np.fill_diagonal(units, 0)
     assert np.abs(units).max() < 7 / np.sqrt(steps * batch)  # 18,336 pairs of units
+
+
+@pytest.mark.parametrize("recipe", ["repro", "relu_dropout"])
+def test_compiler_options_change_no_number(mnist1989, recipe):
+    # train.compiler_options() only changes how XLA places buffers: a pass compiled with them
+    # gives the parameters of a pass compiled without, to the bit.
+    c = config_lib.load_file(REPO / "configs" / "ablations.py", recipe)
+    n = 300
+    parts = train.make_parts(c, n)
+    state = train.init_states(c, parts.model, parts.optimizer)
+    train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n,
+                                       batch_size=c.train.batch_size, shuffle=c.train.shuffle, augment=c.augment)
+    images, labels = mnist1989.train.images[:n], mnist1989.train.labels[:n]
+    assert train.compiler_options(), "on a CPU the training programs carry options"
+    ours = jax.jit(train_pass, compiler_options=train.compiler_options())(state, images, labels)["params"]
+    plain = jax.jit(train_pass)(state, images, labels)["params"]
+    jax.tree.map(np.testing.assert_array_equal, ours, plain)
