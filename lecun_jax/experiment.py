@@ -555,8 +555,9 @@ def _train_and_evaluate(config, workdir, model, optimizer, loss, given, overwrit
             )
         if process_index() != 0 and chosen >= 0:
             restored = checkpoints.read(chosen, template)
-        if restored is None and checkpoints.set_aside:
-            echo(f"{workdir}: no readable checkpoint; starting from pass 1")
+        if restored is None:  # killed before its first checkpoint, or every one set aside
+            if checkpoints.set_aside:
+                echo(f"{workdir}: no readable checkpoint; starting from pass 1")
         else:
             host_state, records, meta = restored
             _check_same_data(workdir, meta, identity)

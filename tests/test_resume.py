@@ -85,6 +85,19 @@ def test_when_every_checkpoint_is_unreadable_the_run_starts_again(reference, tmp
     _same_results(workdir, reference)
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again(reference, tmp_path):
+    # config.json written, no checkpoint yet: the run trains from pass 1, silently, to the same numbers
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    (workdir / "summary.json").unlink()
+    shutil.rmtree(workdir / "checkpoints")
+    lines = []
+    summary = experiment.train_and_evaluate(_config(), workdir, echo=lines.append, plots=False)
+    assert summary["resumed_after_pass"] is None
+    assert not any("readable" in l or "resuming" in l for l in lines), lines
+    _same_results(workdir, reference)
+
+
 def test_a_checkpoint_of_another_state_is_refused_not_set_aside(reference, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
