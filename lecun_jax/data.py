@@ -62,6 +62,7 @@ from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data
     resize_mnist,
     sha256,
     shipped_file,
+    shipped_record,
     usps_source,
 )
 
@@ -262,9 +263,7 @@ def _load_splits(name: str, source_dir, data_dir, url) -> tuple[dict[str, Split]
 
 
 def _shipped_record(name: str) -> dict:
-    m = manifest()
-    return {"kind": "shipped", "files": {f: v["sha256"] for f, v in m["files"].items() if f.startswith(name)},
-            "arrays": m["arrays"][name]}
+    return shipped_record(name) | {"arrays": manifest()["arrays"][name]}
 
 
 def _read_prepared(builder, name: str) -> dict[str, Split]:

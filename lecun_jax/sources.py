@@ -276,6 +276,11 @@ def manifest() -> dict:
     return json.loads(MANIFEST.read_text())
 
 
+def shipped_record(name: str) -> dict:
+    """Where a shipped dataset's digits come from: the SHA-256 of each of its shipped files."""
+    return {"kind": "shipped", "files": {f: v["sha256"] for f, v in manifest()["files"].items() if f.startswith(name)}}
+
+
 def shipped_file(relpath: str) -> Path:
     """Path of a shipped file (under SHIPPED_DIR, read at call time: tests point it at a
     copy), after checking its SHA-256 against the package's manifest."""

@@ -195,8 +195,7 @@ def source_record(name: str, config: SourceConfig, download_dir) -> dict:
         url = config.url
         folder, out = _download_folder(download_dir) / sources.url_key(url), {"kind": "url", "url": sources.base_url(url)}
     else:
-        files = sources.manifest()["files"]
-        return {"kind": "shipped", "files": {f: v["sha256"] for f, v in files.items() if f.startswith(name)}}
+        return sources.shipped_record(name)
     return out | {"files": {f: sources.sha256(folder / f) for f in _SOURCE_FILES[name]}}
 
 
