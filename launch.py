@@ -79,14 +79,15 @@ def main(argv):
     if flags.FLAGS.compilation_cache:
         enable_compilation_cache(flags.FLAGS.compilation_cache)
     initialize_distributed()
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.train.passes=5)")
-    config, spec = _CONFIG.value, cli.config_spec(sys.argv)
-    workdir = flags.FLAGS.workdir or cli.default_workdir(spec, config)
-    if config.sweep.rows or config.sweep.grid:
-        cli.run_sweep(spec, config, workdir, overwrite=flags.FLAGS.overwrite)
-    else:
-        cli.run(config, workdir, overwrite=flags.FLAGS.overwrite, label=cli.config_label(spec))
+    with cli.stopping_together():
+        if len(argv) > 1:
+            cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.train.passes=5)")
+        config, spec = _CONFIG.value, cli.config_spec(sys.argv)
+        workdir = flags.FLAGS.workdir or cli.default_workdir(spec, config)
+        if config.sweep.rows or config.sweep.grid:
+            cli.run_sweep(spec, config, workdir, overwrite=flags.FLAGS.overwrite)
+        else:
+            cli.run(config, workdir, overwrite=flags.FLAGS.overwrite, label=cli.config_label(spec))
 
 
 if __name__ == "__main__":

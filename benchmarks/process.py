@@ -1,6 +1,6 @@
 """The README's main command as a user waits for it: the whole process, this checkout against another.
 
-    git worktree add /tmp/old 49404b8                   # the code to compare with
+    git worktree add /tmp/old <commit>                  # the code to compare with
     python benchmarks/process.py --old=/tmp/old         # warm and fresh runs
     python benchmarks/process.py --old=/tmp/old --torch_python=/path/to/venv-with-torch/bin/python
 

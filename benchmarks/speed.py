@@ -42,7 +42,7 @@ import numpy as np
 from absl import app, flags
 
 from lecun_jax import config as config_lib  # noqa: E402
-from lecun_jax import data, experiment, losses, train  # noqa: E402
+from lecun_jax import data, losses, processes, train  # noqa: E402
 
 flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "batch", "torch"], "Sections to run.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per figure (the median is reported).")
@@ -238,9 +238,9 @@ def bench_seeds() -> dict:
     for s in map(int, FLAGS.seed_counts):
         c = config_lib.base()
         c.num_seeds = s
-        mesh, replicas = experiment.replica_layout(s)
+        mesh, replicas = processes.replica_layout(s)
         parts = train.make_parts(c, len(ds.train))
-        arrays = experiment.device_data(ds, mesh)
+        arrays = processes.device_data(ds, mesh)
         runs = {}
         for kind, evaluate in (("pass", True), ("train", False)):
             state = train.init_states(c, parts.model, parts.optimizer, replicas)

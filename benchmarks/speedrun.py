@@ -30,7 +30,7 @@ import numpy as np
 from absl import app, flags
 
 from lecun_jax import config as config_lib  # noqa: E402
-from lecun_jax import experiment, train  # noqa: E402
+from lecun_jax import data, processes, train  # noqa: E402
 
 flags.DEFINE_integer("repeats", 3, "Timed runs per recipe (the median is reported).")
 flags.DEFINE_integer("seed", 1337, "Seed of the timed single-network runs.")
@@ -53,7 +53,7 @@ def timed_run(c, dataset) -> dict:
     c = config_lib.validate(c.copy_and_resolve_references())
     c.num_seeds, c.seed = 1, FLAGS.seed
     n_train, n_test = len(dataset.train), len(dataset.test)
-    arrays = experiment.device_data(dataset)
+    arrays = processes.device_data(dataset)
     parts = train.make_parts(c, n_train)
     model, tx = parts.model, parts.optimizer
     state = train.init_states(c, model, tx)
@@ -84,8 +84,8 @@ def confirm(c, dataset) -> dict:
     c = config_lib.validate(c.copy_and_resolve_references())
     c.num_seeds, c.seed = FLAGS.confirm_seeds, FLAGS.confirm_seed
     n_train, n_test = len(dataset.train), len(dataset.test)
-    mesh, replicas = experiment.replica_layout(c.num_seeds)
-    arrays = experiment.device_data(dataset, mesh)
+    mesh, replicas = processes.replica_layout(c.num_seeds)
+    arrays = processes.device_data(dataset, mesh)
     parts = train.make_parts(c, n_train)
     state = train.init_states(c, parts.model, parts.optimizer, replicas)
     if mesh is not None:
@@ -96,7 +96,7 @@ def confirm(c, dataset) -> dict:
     for _ in range(c.train.passes - 1):
         state, _ = quiet(state, arrays)
     state, m = last(state, arrays)
-    m = experiment.real_replicas(c, jax.device_get(m))
+    m = processes.real_replicas(c.num_seeds, jax.device_get(m))
     wall = time.perf_counter() - t
     test = 100.0 * np.asarray(m["test"]["misses"]) / n_test
     train_err = 100.0 * np.asarray(m["train"]["misses"]) / n_train
@@ -110,7 +110,7 @@ def confirm(c, dataset) -> dict:
 
 def main(argv):
     del argv
-    dataset = experiment.load_data(config_lib.load_file(REPO / "configs" / "speedrun.py"))
+    dataset = data.for_config(config_lib.load_file(REPO / "configs" / "speedrun.py"))
     results = {
         "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)), "jax": jax.__version__,
                     "device": str(jax.devices()[0].device_kind), "devices": jax.device_count()},

@@ -1,6 +1,6 @@
 """The 1989 recipe as a per-step PyTorch loop: the way the public reproductions train.
 
-Written from the specification in ../shared/design.md (not copied from any
+Written from the specification in docs/spec.md (not copied from any
 port): the same network, initialisation rule, MSE on +-1 targets, SGD lr 0.03,
 one digit per step in a fixed order. Used by ``benchmarks/speed.py`` as the
 speed reference; needs ``pip install torch`` (CPU build is enough).

@@ -1,6 +1,6 @@
 """This checkout against another one (e.g. the last commit with the hand-derived step), side by side.
 
-    git worktree add /tmp/old 49404b8           # the code to compare with
+    git worktree add /tmp/old <commit>          # the code to compare with
     python benchmarks/versus.py --old=/tmp/old  # every section
     python benchmarks/versus.py --old=/tmp/old --sections=step,run
 

@@ -1,4 +1,4 @@
-"""Karpathy's "time travel" ablations (design.md section 3), each row a preset.
+"""Karpathy's "time travel" ablations (docs/spec.md, "Karpathy's ablations"), each row a preset.
 
     python launch.py --config=configs/ablations.py:augment --config.num_seeds=5
     python launch.py --config=configs/ablations.py:all --config.num_seeds=5 --workdir=runs/table

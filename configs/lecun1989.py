@@ -18,7 +18,7 @@ from lecun_jax import config as config_lib
 PRESETS = ("mnist1989", "usps", "mnist1989_sdlm", "usps_sdlm")
 
 # The SDLM learning rate and mu: chosen on held-out training digits (data.validation_size),
-# never on the test split; see the README section "1989 vs 1989".
+# never on the test split; see docs/results.md, "1989 vs 1989".
 SDLM_LEARNING_RATE = 0.001
 SDLM_MU = 0.02
 

@@ -13,7 +13,7 @@ passes and after the last. Seeds run in one compiled program, sharded over
 the devices; each (size, width) is its own program. `python -m
 lecun_jax.scaling runs/scaling` draws the heatmap and curves and writes
 scaling.csv (the sweep does it at the end). On the project's 2-core CPU the
-mnist sweep took 45 min, the usps one 36 min (README, "33 years from now").
+mnist sweep takes about 45 min, the usps one 36 min (docs/results.md, "33 years from now").
 """
 
 from pathlib import Path

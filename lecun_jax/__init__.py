@@ -12,14 +12,17 @@ matplotlib or tensorboardX. :func:`lecun_jax.data.load` registers the
 TFDS builders ``mnist1989``, ``usps`` and ``mnist16`` (``lecun_jax.tfds_datasets``)
 before it asks TFDS for them.
 
-The modules, bottom to top; imports only go downwards (tests/test_imports.py)::
+The modules, bottom to top; imports only go downwards, lazy ones included
+(tests/test_imports.py)::
 
-    config, reporting, sources, augment, losses, conv    import nothing of the package
-    tfds_datasets, data                                  the digits: data -> tfds_datasets -> sources
-    model, sdlm, optimizers, train                       the network and its training step
-    experiment                                           the host loop: workdir, checkpoints, logs
-    plots, scaling, sweep                                reports of runs and sweeps
-    cli (and launch.py)                                  the command line
+    reporting, sources, conv, losses, augment, sdlm, processes   import nothing of the package
+    tfds_datasets, data                  the digits: data -> tfds_datasets -> sources
+    model, modules, optimizers, train    the network, a user's parts (linen or NNX), the training step
+    config                               the run's fields, checked against the choices above
+    workdir, checkpoints, logs, plots, runs   what the host loop keeps, tells and reloads
+    experiment                           the host loop: train_and_evaluate
+    together, scaling, sweep             sweeps
+    cli (and launch.py)                  the command line
 """
 
 from __future__ import annotations
@@ -30,17 +33,20 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "augment", "cli", "config", "conv", "data", "experiment", "losses", "model", "optimizers", "plots",
-    "reporting", "scaling", "sdlm", "sources", "sweep", "tfds_datasets", "train",
+    "augment", "checkpoints", "cli", "config", "conv", "data", "experiment", "logs", "losses", "model", "modules", "optimizers",
+    "plots", "processes", "reporting", "runs", "scaling", "sdlm", "sources", "sweep", "tfds_datasets", "together",
+    "train", "workdir",
 )
-_ATTRIBUTES = {"load_run": "experiment", "train_and_evaluate": "experiment", "Net1989": "model", "make_train": "train"}
+_ATTRIBUTES = {"load_run": "runs", "train_and_evaluate": "experiment", "Net1989": "model", "make_train": "train"}
 
 __all__ = ["Net1989", "load_run", "make_train", "train_and_evaluate", *_SUBMODULES]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
-    from lecun_jax import augment, cli, config, conv, data, experiment, losses, model, optimizers, plots  # noqa: F401
-    from lecun_jax import reporting, scaling, sdlm, sources, sweep, tfds_datasets, train  # noqa: F401
-    from lecun_jax.experiment import load_run, train_and_evaluate  # noqa: F401
+    from lecun_jax import augment, checkpoints, cli, config, conv, data, experiment, logs, losses, model, modules  # noqa: F401
+    from lecun_jax import optimizers, plots, processes, reporting, runs, scaling, sdlm, sources, sweep  # noqa: F401
+    from lecun_jax import tfds_datasets, together, train, workdir  # noqa: F401
+    from lecun_jax.experiment import train_and_evaluate  # noqa: F401
+    from lecun_jax.runs import load_run  # noqa: F401
     from lecun_jax.model import Net1989  # noqa: F401
     from lecun_jax.train import make_train  # noqa: F401
 

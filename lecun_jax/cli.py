@@ -17,22 +17,60 @@ import os
 import re
 import sys
 import tempfile
+import time
+import traceback
 from pathlib import Path
 
 from absl import flags
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import experiment
+from lecun_jax import experiment, processes
+from lecun_jax.modules import PartError
+from lecun_jax.workdir import WorkdirError
 
 USAGE, FAULT, INTERRUPTED = 2, 1, 130
+STOP_GRACE_S = 1.0  # a stopping process of a job waits this long for the others to read why
 _CONFIG_FLAG = re.compile(r"^--?config(=|$)")
 _OVERRIDE = re.compile(r"^--?config\.([^=]+)(=.*)?$")
 
 
 def fail(message: str, code: int = USAGE):
+    """One line on stderr and exit ``code``; in a multi-process job every process stops with it."""
     print(f"error: {message}", file=sys.stderr, flush=True)
+    _stop_job(message, code)
     sys.exit(code)
+
+
+def _stop_job(line: str, code: int) -> None:
+    """In a multi-process job: tells the others, then exits at once, without the runtime's
+    shutdown barrier, which would wait for processes that are stopping too."""
+    if processes.announce_stop(line, code):
+        time.sleep(STOP_GRACE_S)  # process 0 holds the job's store: the others read it from there
+        os._exit(code)
+
+
+def _stopped_elsewhere(line: str, code: int) -> None:
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    os._exit(code)
+
+
+@contextlib.contextmanager
+def stopping_together():
+    """A multi-process job stops together: when another process stops with an error,
+    this one stops within a second with that process's line and exit code; when this
+    one meets a bug, its traceback is printed and the others stop too."""
+    done = processes.watch_for_stop(_stopped_elsewhere)
+    try:
+        yield
+    except Exception as e:
+        if done is None:
+            raise
+        traceback.print_exc()
+        _stop_job(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}", FAULT)
+    finally:
+        if done is not None:
+            done.set()
 
 
 def config_spec(argv: list[str]) -> str | None:
@@ -179,7 +217,7 @@ def one_line_errors():
     """Every expected failure inside the block as one line and its exit code."""
     try:
         yield
-    except (config_lib.ConfigError, experiment.WorkdirError) as e:
+    except (config_lib.ConfigError, WorkdirError, PartError) as e:
         fail(str(e), USAGE)
     except (data_lib.DataError, experiment.NumericalError) as e:
         fail(str(e), FAULT)

@@ -4,8 +4,10 @@ Config files under ``configs/`` start from :func:`base` and change fields;
 :func:`validate` checks a finished config before anything is loaded or
 compiled, and names the field, the value and what would be valid.
 
-It imports nothing of the package: the valid choices below are copies of the
-names their home modules define (tests/test_imports.py checks they agree).
+Each valid choice is the name its home module defines (``model.ACTIVATIONS``,
+``losses.LOSSES``, ...), used here as it is, and the split-size rules are
+``data.size_problem``'s: no copies to keep in step. None of those modules
+imports this one (tests/test_imports.py checks the graph has no cycle).
 """
 
 from __future__ import annotations
@@ -19,24 +21,8 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-# Valid choices, and what config needs to know of the datasets before loading them.
-DATASETS = ("mnist1989", "usps", "mnist")  # data.DATASETS
-SUBSETS = ("prefix", "random")  # data.SUBSETS
-SPLIT_SIZES = {"train": 7291, "test": 2007}  # data.SPLIT_SIZES: mnist1989 and usps
-MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"  # data.MNIST_URL
-ACTIVATIONS = ("tanh", "relu", "scaled_tanh")  # model.ACTIVATIONS
-OUTPUT_ACTIVATIONS = ("tanh", "linear", "scaled_tanh")  # model.OUTPUT_ACTIVATIONS
-CONV_IMPLS = ("auto", "patches", "lax")  # model.CONV_IMPLS
-LOSSES = ("mse", "cross_entropy")  # losses.LOSSES
-OPTIMIZERS = ("sgd", "adamw", "sdlm")  # optimizers.OPTIMIZERS
-SCHEDULES = ("constant", "linear")  # optimizers.SCHEDULES
-SDLM_ESTIMATORS = ("becker_lecun", "exact_ggn")  # sdlm.ESTIMATORS
-AUGMENTATIONS = ("none", "shift")  # augment.AUGMENTATIONS
-SHIFT_MODES = ("roll", "fill")  # augment.SHIFT_MODES
-
-
-class ConfigError(ValueError):
-    """A config field has a value the run cannot use."""
+from lecun_jax import augment, data, losses, model, optimizers, sdlm
+from lecun_jax.data import ConfigError  # noqa: F401  (defined beside the size rules, which raise it after loading too)
 
 
 def base() -> ml_collections.ConfigDict:
@@ -49,7 +35,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.name = "mnist1989"  # mnist1989 (Karpathy's proxy) | usps (the paper's digits) | mnist (every MNIST digit)
     c.data.source_dir = config_dict.placeholder(str)  # directory of the official files; None: shipped copy / download
     c.data.tfds_dir = config_dict.placeholder(str)  # where TFDS keeps prepared data; None: TFDS's default
-    c.data.mnist_url = MNIST_URL  # where data.name=mnist downloads the official files from
+    c.data.mnist_url = data.MNIST_URL  # where data.name=mnist downloads the official files from
     c.data.train_size = config_dict.placeholder(int)  # train on this many digits; None: all
     c.data.train_subset = "prefix"  # prefix (the first train_size) | random (a subset drawn by subset_seed)
     c.data.subset_seed = 0  # the draw of train_subset=random; the same for every replica
@@ -61,7 +47,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.dropout = 0.0  # dropout rate on the input of H3, in [0, 1)
     c.model.output_bias_init = -1.0  # nine of ten targets are -1
     c.model.hidden_pad_value = -1.0  # H1 padding before H2 (Karpathy: -1 even with relu)
-    c.model.conv = "auto"  # auto (patches up to batch 64, else lax) | patches | lax: same function, speed only
+    c.model.conv = "auto"  # auto (by batch size: conv.PATCHES_MAX_BATCH) | patches | lax: same function, speed only
     c.model.width = 1.0  # feature maps x width (12 -> 12 w), H3 units x width; 1 = the 1989 network
 
     c.loss = "mse"  # mse (mean over outputs, +-1 targets) | cross_entropy (softmax of the outputs)
@@ -106,7 +92,13 @@ def base() -> ml_collections.ConfigDict:
 
 
 def _choice(options) -> Callable[[Any], str | None]:
-    return lambda v: None if v in options else f"valid: {', '.join(options)}"
+    """The rule of a field that takes one of ``options`` (a home module's tuple or dict, used as it is)."""
+
+    def check(v):
+        return None if v in options else f"valid: {', '.join(options)}"
+
+    check.options = options  # tests/test_imports.py: the home module's object itself, not a copy
+    return check
 
 
 def _number(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False, integer=False):
@@ -170,36 +162,36 @@ def _width(v):
 SCHEMA: dict[str, Callable[[Any], str | None] | None] = {
     "seed": _number(0, 2**32 - 1, integer=True),
     "num_seeds": _number(1, 1024, integer=True),
-    "data.name": _choice(DATASETS),
+    "data.name": _choice(data.DATASETS),
     "data.source_dir": _optional_path,
     "data.tfds_dir": _optional_path,
     "data.mnist_url": _url,
     "data.train_size": _optional_int(1),
-    "data.train_subset": _choice(SUBSETS),
+    "data.train_subset": _choice(data.SUBSETS),
     "data.subset_seed": _number(0, 2**32 - 1, integer=True),
     "data.validation_size": _optional_int(1),
-    "model.activation": _choice(ACTIVATIONS),
-    "model.output_activation": _choice(OUTPUT_ACTIVATIONS),
+    "model.activation": _choice(model.ACTIVATIONS),
+    "model.output_activation": _choice(model.OUTPUT_ACTIVATIONS),
     "model.dropout": _number(0.0, 1.0, hi_open=True),
     "model.output_bias_init": _number(),
     "model.hidden_pad_value": _number(),
-    "model.conv": _choice(CONV_IMPLS),
+    "model.conv": _choice(model.CONV_IMPLS),
     "model.width": _width,
-    "loss": _choice(LOSSES),
-    "optimizer.name": _choice(OPTIMIZERS),
+    "loss": _choice(losses.LOSSES),
+    "optimizer.name": _choice(optimizers.OPTIMIZERS),
     "optimizer.learning_rate": _number(0.0, lo_open=True),
-    "optimizer.schedule": _choice(SCHEDULES),
+    "optimizer.schedule": _choice(optimizers.SCHEDULES),
     "optimizer.final_learning_rate": _optional_number(0.0, lo_open=True),
     "optimizer.weight_decay": _number(0.0),
     "optimizer.b1": _number(0.0, 1.0, hi_open=True),
     "optimizer.b2": _number(0.0, 1.0, hi_open=True),
     "optimizer.eps": _number(0.0, lo_open=True),
     "optimizer.sdlm_mu": _number(0.0, lo_open=True),
-    "optimizer.sdlm_estimator": _choice(SDLM_ESTIMATORS),
+    "optimizer.sdlm_estimator": _choice(sdlm.ESTIMATORS),
     "optimizer.sdlm_samples": _number(1, integer=True),
-    "augment.name": _choice(AUGMENTATIONS),
+    "augment.name": _choice(augment.AUGMENTATIONS),
     "augment.max_shift": _number(1, 8, integer=True),
-    "augment.mode": _choice(SHIFT_MODES),
+    "augment.mode": _choice(augment.SHIFT_MODES),
     "train.passes": _number(1, integer=True),
     "train.batch_size": _number(1, integer=True),
     "train.shuffle": _bool,  # ConfigDict checks this too; kept for configs edited under ignore_type()
@@ -215,25 +207,12 @@ SCHEMA: dict[str, Callable[[Any], str | None] | None] = {
 
 
 def _cross_checks(c) -> None:
-    """Checks that involve several fields (and what is known of the datasets before loading)."""
+    """Checks that involve several fields, the split sizes among them (``data.check_config_sizes``:
+    before loading, with the sizes known of mnist1989 and usps; ``data.for_config`` checks again after)."""
     o = c.optimizer
     if o.schedule == "linear" and o.final_learning_rate is None:
         raise ConfigError("config.optimizer.final_learning_rate=None: schedule=linear needs the last pass's rate (> 0)")
-    known = SPLIT_SIZES["train"] if c.data.name in ("mnist1989", "usps") else None
-    if known is not None and c.data.train_size is not None and c.data.train_size > known:
-        raise ConfigError(f"config.data.train_size={c.data.train_size}: {c.data.name} has {known:,} training digits; valid: 1 to {known}")
-    limit = c.data.train_size or known
-    if limit is not None and c.data.validation_size is not None:
-        if c.data.validation_size >= limit:
-            raise ConfigError(
-                f"config.data.validation_size={c.data.validation_size}: must leave training digits of the {limit:,}; "
-                f"valid: 1 to {limit - 1}"
-            )
-        limit -= c.data.validation_size
-    if limit is not None and c.train.batch_size > limit:
-        raise ConfigError(f"config.train.batch_size={c.train.batch_size}: larger than the {limit:,} training digits; valid: 1 to {limit}")
-    if o.name == "sdlm" and limit is not None and o.sdlm_samples > limit:
-        raise ConfigError(f"config.optimizer.sdlm_samples={o.sdlm_samples}: larger than the {limit:,} training digits; valid: 1 to {limit}")
+    data.check_config_sizes(c)
 
 
 def flatten(c, prefix: str = "") -> dict[str, Any]:
@@ -261,21 +240,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"config.{path}={fields[path]!r}: {problem}")
     _cross_checks(c)
     return c
-
-
-def check_dataset_size(c, num_train: int) -> None:
-    """After loading: sizes the config asks for that the dataset does not have."""
-    if c.data.train_size is not None and c.data.train_size > num_train:
-        raise ConfigError(
-            f"config.data.train_size={c.data.train_size}: {c.data.name} has {num_train:,} training digits here; valid: 1 to {num_train}"
-        )
-    left = (c.data.train_size or num_train) - (c.data.validation_size or 0)
-    if left < 1:
-        raise ConfigError(f"config.data.validation_size={c.data.validation_size}: leaves no training digits")
-    if c.train.batch_size > left:
-        raise ConfigError(f"config.train.batch_size={c.train.batch_size}: larger than the {left:,} training digits")
-    if c.optimizer.name == "sdlm" and c.optimizer.sdlm_samples > left:
-        raise ConfigError(f"config.optimizer.sdlm_samples={c.optimizer.sdlm_samples}: larger than the {left:,} training digits")
 
 
 def load_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -12,10 +12,13 @@ Two formulations of the same function, chosen by batch size:
   (B * positions, 25 C) matrix with one fixed index table and multiply by the
   kernel viewed as (F, 25 C). Its custom VJP spells out the backward pass as
   two products plus one gather over the inverse table (the transpose of a
-  gather is a scatter-add, which XLA runs slowly on a CPU). On a CPU the
-  faster one at every batch size measured, 1 to 1,024 (``auto`` picks it).
+  gather is a scatter-add, which XLA runs slowly on a CPU). The faster
+  on a CPU at the batch sizes it is used for: ``auto`` picks it up to
+  :data:`PATCHES_MAX_BATCH`.
 * :func:`conv_lax` — ``lax.conv_general_dilated`` (autodiff backward), for
-  batches above that, where the patch matrices grow large.
+  larger batches, where the patch matrices grow large.
+
+Which is faster where is measured in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 from jax import lax
 
 KERNEL, STRIDE, PAD = 5, 2, 2
-PATCHES_MAX_BATCH = 1024  # impl="auto": patches up to this batch size (on a CPU 2x lax.conv's images/s at 64-1024), lax.conv above
+PATCHES_MAX_BATCH = 1024  # impl="auto": patches up to this batch size, lax.conv above (the patch matrices grow large)
 IMPLS = ("auto", "patches", "lax")
 
 
@@ -105,9 +108,9 @@ def _conv_patches_fwd(x, kernel, pad_value):
 
 
 def _conv_patches_bwd(pad_value, residuals, dy):
-    # Orientations measured on a CPU at batch size 1 (benchmarks/README.md, run L): each product's
-    # operands in the layout the fast (YNNPACK) kernels take; the barrier keeps XLA from
-    # folding dy's transpose back into a slow transposed-operand product.
+    # Each product's operands in the layout the CPU's fast (YNNPACK) kernels take, so neither
+    # needs a transposed operand; the barrier keeps XLA from folding dy's transpose back into
+    # a slow transposed-operand product.
     del pad_value
     p, w, x_shape = residuals
     b, s, _, c = x_shape

@@ -182,8 +182,8 @@ def _cached_arrays(name: str, data_dir) -> dict[str, Split] | None:
 
     Used only when the prepared TFDS copy it was decoded from is unchanged (file
     sizes and times) and the arrays still have the shipped manifest's digests;
-    anything else reads through TFDS again. Saves the TFDS import and the
-    per-example decoding (about a second of every run).
+    anything else reads through TFDS again. Saves every run after the first
+    the TFDS import and the per-example decoding.
     """
     root = _tfds_data_dir(data_dir)
     path = root / ARRAYS_CACHE / f"{name}.npz"
@@ -307,14 +307,69 @@ def _prepared_record(path: Path, name: str) -> dict:
                     f"({path.name}); delete that folder and run again")
 
 
+class ConfigError(ValueError):
+    """A config field has a value the run cannot use (``lecun_jax.config.ConfigError`` is this class).
+
+    Defined here, below config, because :func:`for_config` raises it too: a size
+    the loaded training split cannot give is a config fault (exit 2), not a data one.
+    """
+
+
+# Datasets whose training split has SPLIT_SIZES["train"] digits whatever their source, so that
+# sizes are checked before loading; mnist's depends on its source (checked after loading).
+FIXED_SIZE = ("mnist1989", "usps")
+
+
+def size_problem(name: str, num_train: int | None, *, train_size: int | None = None,
+                 validation_size: int | None = None, batch_size: int | None = None,
+                 sdlm_samples: int | None = None) -> str | None:
+    """The split-size rule, the one place it is written: the first size asked for that a training
+    split of ``num_train`` digits (None: not known) cannot give, as
+    ``data.train_size=8000: usps has 7,291 training digits; valid: 1 to 7291``, or None.
+
+    ``train_size`` digits are kept (None: all), the last ``validation_size`` of
+    them held out, and ``batch_size`` and ``sdlm_samples`` drawn from what is left.
+    With ``num_train`` None only ``train_size`` bounds the others.
+    """
+    if train_size is not None and num_train is not None and not 1 <= train_size <= num_train:
+        return f"data.train_size={train_size}: {name} has {num_train:,} training digits; valid: 1 to {num_train}"
+    left = train_size if train_size is not None else num_train
+    if left is None:
+        return None
+    if validation_size is not None:
+        if not 1 <= validation_size < left:
+            valid = f"1 to {left - 1}" if left > 1 else "none (holding out needs 2 training digits or more)"
+            return f"data.validation_size={validation_size}: must leave training digits of the {left:,}; valid: {valid}"
+        left -= validation_size
+    for field, value in (("train.batch_size", batch_size), ("optimizer.sdlm_samples", sdlm_samples)):
+        if value is not None and value > left:
+            return f"{field}={value}: larger than the {left:,} training digits; valid: 1 to {left}"
+    return None
+
+
+def check_config_sizes(config, num_train: int | None = None) -> None:
+    """:func:`size_problem` of ``config``'s fields, as a ConfigError naming the field.
+
+    ``num_train``: the loaded training split's size; None before loading, where
+    the size of a :data:`FIXED_SIZE` dataset is known.
+    """
+    d = config.data
+    if num_train is None and d.name in FIXED_SIZE:
+        num_train = SPLIT_SIZES["train"]
+    problem = size_problem(
+        d.name, num_train, train_size=d.train_size, validation_size=d.validation_size, batch_size=config.train.batch_size,
+        sdlm_samples=config.optimizer.sdlm_samples if config.optimizer.name == "sdlm" else None,
+    )
+    if problem:
+        raise ConfigError(f"config.{problem}")
+
+
 def for_config(config) -> Dataset:
     """The dataset of ``config.data`` as a run trains on it: loaded, its training
     split cut to ``train_size``, the last ``validation_size`` digits held out."""
-    from lecun_jax import config as config_lib
-
     d = config.data
     dataset = load(d.name, source_dir=d.source_dir, data_dir=d.tfds_dir, mnist_url=d.mnist_url)
-    config_lib.check_dataset_size(config, len(dataset.train))
+    check_config_sizes(config, len(dataset.train))
     dataset = select_train(dataset, d.train_size, d.train_subset, d.subset_seed)
     return dataset if d.validation_size is None else hold_out(dataset, d.validation_size)
 
@@ -323,8 +378,9 @@ def hold_out(dataset: Dataset, size: int) -> Dataset:
     """Trains on all but the last ``size`` training digits and tests on those: for tuning
     without looking at the test split."""
     n = len(dataset.train)
-    if not 1 <= size < n:
-        raise DataError(f"data.validation_size={size}: {dataset.name} has {n:,} training digits; valid: 1 to {n - 1}")
+    problem = size_problem(dataset.name, n, validation_size=size)
+    if problem:
+        raise DataError(problem)
     t = dataset.train
     return dataclasses.replace(
         dataset,
@@ -343,8 +399,9 @@ def select_train(dataset: Dataset, size: int | None, subset: str = "prefix", see
     n = len(dataset.train)
     if size is None or size == n:
         return dataset
-    if not 1 <= size <= n:
-        raise DataError(f"data.train_size={size}: {dataset.name} has {n:,} training digits")
+    problem = size_problem(dataset.name, n, train_size=size)
+    if problem:
+        raise DataError(problem)
     if subset == "prefix":
         keep = np.arange(size)
     elif subset == "random":

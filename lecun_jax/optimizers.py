@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -70,9 +71,9 @@ def make(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int,
         return _injected(config, injected)
     lr = learning_rate(config, steps_per_pass=steps_per_pass, passes=passes)
     if config.name == "sgd":
-        return optax.sgd(lr)  # per leaf: flattening costs more than it saves here (4 us of 22 per step)
+        return optax.sgd(lr)  # per leaf: for plain SGD, flattening costs more than it saves (benchmarks/README.md)
     if config.name == "adamw":
-        # flattened: a few vector ops per update instead of a dozen per parameter array (47 against 80 us per step)
+        # flattened: a few vector ops per update instead of a dozen per parameter array
         return optax.flatten(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay))
     if config.name == "sdlm":
         from lecun_jax import sdlm
@@ -92,3 +93,50 @@ def _injected(config: ml_collections.ConfigDict, values: dict) -> optax.Gradient
              "weight_decay": config.weight_decay} | values
     static = tuple(k for k in hyper if k not in values)  # the others stay constants in the code
     return optax.flatten(optax.inject_hyperparams(optax.adamw, static_args=static)(**hyper))
+
+
+def _evaluation_node(opt_state):
+    """The node of an optimiser state that defines where to evaluate, or None.
+
+    The schedule-free family (``optax.contrib``) evaluates at
+    ``schedule_free_eval_params``; a user's transformation declares its own point
+    by giving its state (a NamedTuple, say) a method ``evaluation_params(self,
+    params) -> params``.
+    """
+    from optax import contrib
+
+    def defines(node):
+        return isinstance(node, contrib.ScheduleFreeState) or callable(getattr(node, "evaluation_params", None))
+
+    for node in jax.tree.leaves(opt_state, is_leaf=defines):
+        if defines(node):
+            return node
+    return None
+
+
+def defines_evaluation_params(opt_state) -> bool:
+    return _evaluation_node(opt_state) is not None
+
+
+def evaluation_params(opt_state, params):
+    """The parameters the optimiser defines for evaluation; ``params`` where it defines none."""
+    from optax import contrib
+
+    node = None if opt_state is None else _evaluation_node(opt_state)
+    if node is None:
+        return params
+    if isinstance(node, contrib.ScheduleFreeState):
+        return contrib.schedule_free_eval_params(node, params)
+    return node.evaluation_params(params)
+
+
+def evaluation_point(opt_state) -> str | None:
+    """What a run records of where it evaluates: None for the raw parameters."""
+    node = _evaluation_node(opt_state)
+    if node is None:
+        return None
+    from optax import contrib
+
+    if isinstance(node, contrib.ScheduleFreeState):
+        return "optax.contrib.schedule_free_eval_params"
+    return f"{type(node).__qualname__}.evaluation_params"

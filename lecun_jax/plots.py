@@ -34,7 +34,7 @@ def prefetch() -> None:
     import matplotlib.ticker  # noqa: F401
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
     """A matplotlib Figure drawn by Agg, without pyplot (no global state: safe off the main thread)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -63,7 +63,7 @@ def _by_pass(records: list[dict], split: str, key: str) -> tuple[np.ndarray, np.
 
 def curves(records: list[dict], path: Path, title: str = "") -> Path:
     """Error % and loss per pass, train and test, on linear axes; with several seeds their mean and range."""
-    fig = _figure(11, 4)
+    fig = figure(11, 4)
     axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "error", "error %"), (axes[1], "loss", "loss")):
         for split, color in SPLIT_STYLE.items():
@@ -110,7 +110,7 @@ def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     rows = max(1, -(-len(wrong) // cols))
     width, title_h = cols * 0.8, 0.45
     height = 0.98 * width * rows / cols + title_h  # square cells: the mosaic's own aspect
-    fig = _figure(width, height)
+    fig = figure(width, height)
     ax = fig.add_axes((0.01, 0.005, 0.98, 1 - title_h / height))
     ax.imshow(mosaic(images[wrong], cols), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
     for k, i in enumerate(wrong):
@@ -125,7 +125,7 @@ def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
 def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path, which: str = "") -> Path:
     m = np.zeros((10, 10), dtype=np.int64)
     np.add.at(m, (labels, predicted), 1)
-    fig = _figure(5.5, 5)
+    fig = figure(5.5, 5)
     ax = fig.subplots()
     ax.imshow(np.log1p(m), cmap="Blues")
     for t in range(10):
@@ -151,7 +151,7 @@ def ablation_chart(rows: list[dict], path: Path, title: str = "") -> Path:
     as a dot; the published figure marked only on rows of the published recipe."""
     ok = [r for r in rows if r["status"] == "ok"]
     per_seed = any(len(r.get("test_errors") or ()) > 1 for r in ok)
-    fig = _figure(max(6, 1.3 * len(rows)) * (2 if per_seed else 1), 4.5)
+    fig = figure(max(6, 1.3 * len(rows)) * (2 if per_seed else 1), 4.5)
     axes = fig.subplots(1, 2 if per_seed else 1, sharey=True, squeeze=False)[0]
     x = np.arange(len(rows))
     names = [r["row"] for r in rows]

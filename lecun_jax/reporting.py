@@ -33,9 +33,8 @@ import numpy as np
 
 CONFIG, METRICS, PARAMS, SUMMARY = "config.json", "metrics.jsonl", "params.npz", "summary.json"
 TEST_OUTPUTS, CHECKPOINTS, TENSORBOARD, PLOTS = "test_outputs.npz", "checkpoints", "tensorboard", "plots"
+MODEL_STATE = "model_state.npz"  # a module's collections beside params (batch statistics), when it has any
 TABLE_MD, TABLE_CSV, SWEEP_JSON = "table.md", "table.csv", "sweep.json"  # a sweep's
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def eval_line(split: str, loss, error, misses) -> str:
@@ -88,12 +87,20 @@ def summarize(records: list[dict], split: str, pass_number: int) -> dict:
 # Files.
 
 
+def _umask() -> int:
+    """The process's umask. Reading it means setting it (os.umask), so it is set back at once;
+    for that instant it is the strict 077, so a file another thread creates is never too open."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open would give 0666 less the umask
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()

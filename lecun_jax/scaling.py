@@ -20,15 +20,10 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from lecun_jax import reporting  # noqa: E402
-from lecun_jax.plots import save_figure  # noqa: E402
+from lecun_jax import reporting
+from lecun_jax.plots import figure, save_figure
 
 CSV = "scaling.csv"
 
@@ -70,6 +65,9 @@ def write_csv(records: list[dict], path: Path) -> Path:
 
 
 def plots(records: list[dict], workdir: Path) -> list[Path]:
+    """The three figures, drawn as :mod:`lecun_jax.plots` draws (its :func:`~lecun_jax.plots.figure`, no pyplot)."""
+    from matplotlib.ticker import NullLocator
+
     sizes = sorted({r["train_size"] for r in records})
     widths = sorted({r["width"] for r in records})
     grid = np.full((len(widths), len(sizes)), np.nan)
@@ -78,7 +76,8 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
     dataset = records[0]["dataset"]
     written = []
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(sizes) + 2, 0.8 * len(widths) + 1.5))
+    fig = figure(1.2 * len(sizes) + 2, 0.8 * len(widths) + 1.5)
+    ax = fig.subplots()
     im = ax.imshow(grid, cmap="viridis_r", aspect="auto", origin="lower")
     for i in range(len(widths)):
         for j in range(len(sizes)):
@@ -90,9 +89,11 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
     ax.set_ylabel("width (1 = the 1989 network)")
     ax.set_title(f"test error %, mean over seeds ({dataset}, modern recipe)")
     fig.colorbar(im, ax=ax)
+    fig.tight_layout()
     written.append(save_figure(fig, workdir / "scaling_heatmap.png"))
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = figure(6.5, 4.5)
+    ax = fig.subplots()
     for w in widths:
         rs = [r for r in records if r["width"] == w]
         x = [r["train_size"] for r in rs]
@@ -100,10 +101,12 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
                     capsize=3, label=f"width {w:g} ({rs[0]['params']:,} params)")
     _log_axes(ax, "training digits", f"data scaling per model size ({dataset})")
     ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.xaxis.set_minor_locator(NullLocator())
+    fig.tight_layout()
     written.append(save_figure(fig, workdir / "scaling_size.png"))
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = figure(6.5, 4.5)
+    ax = fig.subplots()
     for w in widths:
         rs = [r for r in records if r["width"] == w]
         ax.plot([r["training_macs_per_network"] for r in rs], [r["test_error_mean"] for r in rs], marker="o",
@@ -113,17 +116,20 @@ def plots(records: list[dict], workdir: Path) -> list[Path]:
             ax.scatter([r["training_macs_per_network"]], [r["test_error_mean"]], s=180, facecolors="none",
                        edgecolors="red", linewidths=2, zorder=5, label="the 1989 network, 7,291 digits")
     _log_axes(ax, "training compute per network (multiply-accumulates)", f"error against compute ({dataset})")
+    fig.tight_layout()
     written.append(save_figure(fig, workdir / "scaling_compute.png"))
     return written
 
 
 def _log_axes(ax, xlabel: str, title: str) -> None:
     """Log-log test error against ``xlabel``, gridded, with the legend."""
+    from matplotlib.ticker import FuncFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test error %")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 6 rather than 2x10^0
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 6 rather than 2x10^0
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
     ax.grid(True, which="both", alpha=0.3)

@@ -41,8 +41,8 @@ MNIST_FILES = {
 USPS_FILES = {"train": "zip.train.gz", "test": "zip.test.gz"}
 
 # (bytes, SHA-256) of the official MNIST files as published by TFDS
-# (tensorflow_datasets/url_checksums/mnist.txt, the same mirror); the test files
-# match ../shared/data/mnist byte for byte, whose md5 are LeCun's published ones.
+# (tensorflow_datasets/url_checksums/mnist.txt, the same mirror); their md5 are
+# LeCun's published ones.
 # Downloads from a base URL listed here are checked against them.
 PUBLISHED_CHECKSUMS = {
     MNIST_URL: {
@@ -418,7 +418,7 @@ def build_shipped(mnist_dir: str | os.PathLike, usps_dir: str | os.PathLike, out
     """Writes the shipped copies and their manifest from the official files.
 
     ``python -m lecun_jax.data build --mnist_dir=... --usps_dir=...`` is how
-    ``lecun_jax/shipped`` was made (from ``../shared/data``).
+    ``lecun_jax/shipped`` was made (from the official MNIST and USPS files).
     """
     out_dir = Path(out_dir)
     (out_dir / "usps").mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,8 @@ import numpy as np
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import experiment, optimizers, reporting
-from lecun_jax import train as train_lib
+from lecun_jax import experiment, optimizers, processes, reporting, together
+from lecun_jax.workdir import WorkdirError, inspect_workdir
 
 TABLE_MD, TABLE_CSV, SWEEP_JSON = reporting.TABLE_MD, reporting.TABLE_CSV, reporting.SWEEP_JSON
 ERROR_TXT = "error.txt"  # in a failed row's folder: the traceback of an unexpected failure
@@ -255,7 +255,7 @@ def run(
     # trained together in one program. In a multi-process job each process takes every
     # n-th unit on its own devices; process 0 writes the tables once all are done.
     units = together_units(runs) if config.sweep.together else [[(i, r)] for i, r in enumerate(runs, 1)]
-    index, count = experiment.process_index(), experiment.process_count()
+    index, count = processes.process_index(), processes.process_count()
     done: dict[int, dict] = {}
     for unit in units[index::count]:
         summaries = _train_together(unit, workdir, overwrite, echo) if len(unit) > 1 else {}
@@ -297,9 +297,9 @@ def _run_row(r: Row, workdir: Path, overwrite: bool, echo) -> tuple[dict | None,
     """(summary, None) of one row run alone, or (None, its one-line error)."""
     (workdir / r.folder / ERROR_TXT).unlink(missing_ok=True)  # from an earlier failed attempt
     try:
-        with experiment.this_process_only():
+        with processes.this_process_only():
             return experiment.train_and_evaluate(r.config, workdir / r.folder, overwrite=overwrite, label=r.name, echo=echo), None
-    except (experiment.NumericalError, data_lib.DataError, config_lib.ConfigError, experiment.WorkdirError) as e:
+    except (experiment.NumericalError, data_lib.DataError, config_lib.ConfigError, WorkdirError) as e:
         error = _one_line(e, expected=True)
     except Exception as e:  # any other fault of one row: the others still run
         error = _one_line(e, expected=False)
@@ -330,8 +330,8 @@ def _train_together(unit: list[tuple[int, Row]], workdir: Path, overwrite: bool,
     out, pending = {}, []
     for i, r in unit:
         try:
-            status = experiment.inspect_workdir(r.config, workdir / r.folder, overwrite)
-        except experiment.WorkdirError:
+            status = inspect_workdir(r.config, workdir / r.folder, overwrite)
+        except WorkdirError:
             continue  # run alone, it fails there with this line
         if status == "done":
             out[i] = json.loads((workdir / r.folder / reporting.SUMMARY).read_text())
@@ -342,19 +342,18 @@ def _train_together(unit: list[tuple[int, Row]], workdir: Path, overwrite: bool,
     if len(pending) < 2 or not fields:
         return out
     seeds = unit[0][1].config.num_seeds
-    group = train_lib.Group(seeds=seeds, values={k: tuple(getattr(r.config.optimizer, k) for _, r in pending) for k in fields})
+    group = together.Group(seeds=seeds, values={k: tuple(getattr(r.config.optimizer, k) for _, r in pending) for k in fields})
     config = ml_collections.ConfigDict(pending[0][1].config.to_dict())
     config.num_seeds = len(pending) * seeds
     names = [r.name for _, r in pending]
-    together = workdir / f"together-{hashlib.sha256(','.join(names).encode()).hexdigest()[:12]}"  # the group's own run
+    group_dir = workdir / f"together-{hashlib.sha256(','.join(names).encode()).hexdigest()[:12]}"  # the group's own run
     echo(f"== [{', '.join(str(i) for i, _ in pending)}] {', '.join(names)}: together in one program, "
          f"{len(pending)} rows x {seeds} seed(s), {', '.join('optimizer.' + k for k in fields)} as data")
     try:
-        with experiment.this_process_only():
-            experiment.train_and_evaluate(config, together, overwrite=overwrite, label="together: " + ", ".join(names),
-                                          echo=echo, plots=False, group=group)
+        with processes.this_process_only():
+            together.train(group, config, group_dir, overwrite=overwrite, label="together: " + ", ".join(names), echo=echo)
             for k, (i, r) in enumerate(pending):
-                out[i] = experiment.write_group_row(together, group, k, r.config, workdir / r.folder, label=r.name)
+                out[i] = together.write_row(group_dir, group, k, r.config, workdir / r.folder, label=r.name)
     except Exception as e:  # noqa: BLE001 - whatever it was, the rows still run, one by one
         echo(f"== training together failed ({_one_line(e, expected=False)}); those rows run one by one")
         for i, _ in pending:

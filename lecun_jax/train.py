@@ -7,7 +7,14 @@ any module, optimiser or per-example loss a user passes in (:class:`Parts`).
 
 The train state is a plain dict::
 
-    {'params': ..., 'opt_state': ..., 'rng': key, 'pass': int32}
+    {'params': ..., 'model_state': ..., 'opt_state': ..., 'rng': key, 'pass': int32}
+
+``model_state`` holds the module's collections beside ``params`` (batch
+statistics: linen's ``batch_stats``, an NNX module's ``state``), updated by
+every step (``mutable=``) and used as the module defines at evaluation; it is
+empty for the 1989 network. Evaluation uses the parameters the optimiser
+defines for it (:func:`lecun_jax.optimizers.evaluation_params`: the
+schedule-free family's), the raw ones otherwise.
 
 * :func:`make_train_pass` — one pass over the training set as one
   ``lax.scan`` (no Python per step);
@@ -35,25 +42,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
 from lecun_jax import augment as augment_lib
 from lecun_jax import losses, optimizers
+from lecun_jax.data import SPLITS
 from lecun_jax import model as model_lib
+from lecun_jax import modules
 from lecun_jax import sdlm as sdlm_lib
 
 State = dict[str, Any]
 Loss = Callable[[jax.Array, jax.Array], jax.Array]  # (outputs (B, 10), labels (B,)) -> (B,)
-SPLITS = ("train", "test")
-EVAL_CHUNK = 256  # examples per evaluation chunk: bounds the patch gathers' memory; on a CPU 256 beat 512-2048
+EVAL_CHUNK = 256  # examples per evaluation chunk: bounds the patch gathers' memory (chosen by benchmarks/speed.py)
 
 
 @dataclasses.dataclass(frozen=True)
 class Parts:
-    """What trains: a Flax module, an Optax transformation and a per-example loss.
+    """What trains: a Flax module (linen, or NNX behind :class:`lecun_jax.modules.NNXModule`),
+    an Optax transformation and a per-example loss.
 
     ``given`` names the parts the user passed in (the others come from the config).
     """
@@ -91,7 +99,7 @@ def make_parts(config, num_train: int, *, model=None, optimizer=None, loss=None)
     """The config's parts, with any given one in its place."""
     given = tuple(n for n, v in (("model", model), ("optimizer", optimizer), ("loss", loss)) if v is not None)
     return Parts(
-        model=make_model(config) if model is None else model,
+        model=make_model(config) if model is None else modules.as_module(model),
         optimizer=make_optimizer(config, num_train) if optimizer is None else optimizer,
         loss=losses.get(config.loss) if loss is None else loss,
         given=given,
@@ -104,52 +112,24 @@ def replica_key(seed, replica) -> jax.Array:
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array) -> State:
     """The state before the first pass, from one replica's key."""
-    params = model_lib.init(model, jax.random.fold_in(key, 0))
-    return {"params": params, "opt_state": tx.init(params), "rng": jax.random.fold_in(key, 1), "pass": jnp.int32(0)}
+    variables = model_lib.init_variables(model, jax.random.fold_in(key, 0))
+    params = variables.pop("params")
+    return {"params": params, "model_state": variables, "opt_state": tx.init(params),
+            "rng": jax.random.fold_in(key, 1), "pass": jnp.int32(0)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Group:
-    """Rows of a sweep that differ only in optimiser hyperparameters, trained side by
-    side as the replicas of one program: replica j is seed-replica ``j % seeds`` of row
-    ``j // seeds``, with that row's ``values`` (field -> one value per row, e.g.
-    ``{"learning_rate": (0.01, 0.03)}``) in its optimiser state."""
-
-    seeds: int
-    values: dict[str, tuple[float, ...]]
-
-    @property
-    def rows(self) -> int:
-        return len(next(iter(self.values.values())))
-
-    def replica_ids(self, replicas: int) -> np.ndarray:
-        """The replica index each replica's keys come from (spares past the rows: 0)."""
-        real = self.rows * self.seeds
-        return np.asarray([j % self.seeds if j < real else 0 for j in range(replicas)], np.uint32)
-
-    def replica_values(self, replicas: int) -> dict[str, np.ndarray]:
-        real = self.rows * self.seeds
-        return {k: np.asarray([v[j // self.seeds] if j < real else v[0] for j in range(replicas)], np.float32)
-                for k, v in self.values.items()}
-
-
-def init_states(config: ml_collections.ConfigDict, model, tx, replicas: int | None = None, group: Group | None = None) -> State:
+def init_states(config: ml_collections.ConfigDict, model, tx, replicas: int | None = None) -> State:
     """Initial state of every replica: a leading axis of ``replicas`` (default
     ``num_seeds``) when ``num_seeds`` is above 1. Replica r starts from
-    ``fold_in(PRNGKey(seed), r)``, whatever the number of replicas; in a
-    :class:`Group`, from its seed-replica's key, with its row's hyperparameters."""
+    ``fold_in(PRNGKey(seed), r)``, whatever the number of replicas."""
     replicas = config.num_seeds if replicas is None else replicas
 
-    @jax.jit  # one compiled program; op by op, Flax's init takes seconds on a CPU
+    @jax.jit  # one compiled program; op by op, Flax's init is slow on a CPU
     def init(seed):
         if config.num_seeds == 1:
             return init_state(model, tx, replica_key(seed, 0))
-        if group is None:
-            keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(replicas))
-            return jax.vmap(lambda k: init_state(model, tx, k))(keys)
-        keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.asarray(group.replica_ids(replicas)))
-        make = lambda v: optimizers.make(config.optimizer, steps_per_pass=1, passes=1, injected=v)
-        return jax.vmap(lambda k, v: init_state(model, make(v), k))(keys, group.replica_values(replicas))
+        keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(replicas))
+        return jax.vmap(lambda k: init_state(model, tx, k))(keys)
 
     return init(jnp.uint32(config.seed))
 
@@ -158,10 +138,9 @@ def dropout_keys(key: jax.Array, steps: int) -> jax.Array:
     """One ``dropout`` key per step, split once per pass from ``key``.
 
     Threefry keys: each replica's masks are exactly its own under ``vmap``
-    (``rbg`` keys are not, google/jax#19085). JAX runs threefry on a CPU as a
-    rolled loop, ~17 us of relu_dropout's ~54 us per step; a fused threefry
-    was slower still (XLA recomputes the hash inside the fusions that read
-    the mask: 106-180 us per step).
+    (``rbg`` keys are not, google/jax#19085). The keys are split once per pass
+    rather than hashed inside the step, where XLA would recompute the hash in
+    every fusion that reads the mask.
     """
     return jax.random.split(key, steps)
 
@@ -195,14 +174,18 @@ def make_train_pass(
     padding = steps * batch_size - num_train
     shifting = augment is not None and augment.name == "shift"
 
-    def loss_of(params, images, labels, mask, key):
-        outputs = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
+    def loss_of(params, model_state, images, labels, mask, key):
+        variables, rngs = {"params": params, **model_state}, {"dropout": key}
+        if model_state:  # batch statistics and the like: the step updates them
+            outputs, model_state = model.apply(variables, images, train=True, rngs=rngs, mutable=list(model_state))
+        else:
+            outputs = model.apply(variables, images, train=True, rngs=rngs)
         per_example = loss_fn(outputs, labels)
         if mask is None:
-            return jnp.mean(per_example)
-        return jnp.sum(per_example * mask) / jnp.sum(mask)
+            return jnp.mean(per_example), model_state
+        return jnp.sum(per_example * mask) / jnp.sum(mask), model_state
 
-    grad_fn = jax.grad(loss_of)
+    grad_fn = jax.grad(loss_of, has_aux=True)
 
     def train_pass(state: State, images: jax.Array, labels: jax.Array) -> State:
         pass_key = jax.random.fold_in(state["rng"], state["pass"])
@@ -220,27 +203,29 @@ def make_train_pass(
             opt_state = sdlm_lib.with_hessian(opt_state, curvature(state["params"], images[pick], labels[pick]))
 
         def step(carry, x):
-            params, opt_state = carry
+            params, opt_state, model_state = carry
             batch = images[x["index"]]
             if shifting:
                 batch = augment_lib.shift_batch(batch, x["shift"], max_shift=augment.max_shift, mode=augment.mode)
-            grads = grad_fn(params, batch, labels[x["index"]], x.get("mask"), x["key"])
+            grads, model_state = grad_fn(params, model_state, batch, labels[x["index"]], x.get("mask"), x["key"])
             updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+            return (optax.apply_updates(params, updates), opt_state, model_state), None
 
-        (params, opt_state), _ = lax.scan(step, (state["params"], opt_state), xs, unroll=unroll)
-        return {**state, "params": params, "opt_state": opt_state, "pass": state["pass"] + 1}
+        carry = (state["params"], opt_state, state["model_state"])
+        (params, opt_state, model_state), _ = lax.scan(step, carry, xs, unroll=unroll)
+        return {**state, "params": params, "model_state": model_state, "opt_state": opt_state, "pass": state["pass"] + 1}
 
     return train_pass
 
 
 def make_predict(model: nn.Module, num_examples: int, chunk: int = EVAL_CHUNK):
-    """``predict(params, images) -> outputs (N, 10)``: ``model.apply`` in evaluation mode, in chunks."""
+    """``predict(params, images, model_state=None) -> outputs (N, 10)``: ``model.apply`` in
+    evaluation mode, in chunks."""
     chunks = math.ceil(num_examples / chunk)
     padding = chunks * chunk - num_examples
 
-    def predict(params, images):
-        apply = lambda x: model.apply({"params": params}, x, train=False)
+    def predict(params, images, model_state=None):
+        apply = lambda x: model.apply({"params": params, **(model_state or {})}, x, train=False)
         if chunks == 1:
             return apply(images)
         padded = jnp.pad(images, [(0, padding)] + [(0, 0)] * (images.ndim - 1))
@@ -251,11 +236,12 @@ def make_predict(model: nn.Module, num_examples: int, chunk: int = EVAL_CHUNK):
 
 
 def make_evaluate(model: nn.Module, loss_fn: Loss, num_examples: int, chunk: int = EVAL_CHUNK):
-    """``evaluate(params, images, labels) -> {'loss': mean loss, 'misses': int32 count}`` on a whole split."""
+    """``evaluate(params, images, labels, model_state=None) -> {'loss': mean loss, 'misses': int32
+    count}`` on a whole split."""
     predict = make_predict(model, num_examples, chunk)
 
-    def evaluate(params, images, labels):
-        outputs = predict(params, images)
+    def evaluate(params, images, labels, model_state=None):
+        outputs = predict(params, images, model_state)
         misses = jnp.sum(jnp.argmax(outputs, axis=-1) != labels, dtype=jnp.int32)
         return {"loss": jnp.mean(loss_fn(outputs, labels)), "misses": misses}
 
@@ -270,7 +256,7 @@ def _curvature(config, parts: Parts):
 
 
 def make_step_fns(config, parts: Parts, num_train: int, num_test: int, *, unroll: int = 1):
-    """(train_pass, evaluate(params, data) -> metrics) of one replica."""
+    """(train_pass, evaluate(state, data) -> metrics) of one replica."""
     o = config.optimizer
     train_pass = make_train_pass(
         parts.model, parts.optimizer, parts.loss,
@@ -280,12 +266,20 @@ def make_step_fns(config, parts: Parts, num_train: int, num_test: int, *, unroll
     )
     evaluators = {"train": make_evaluate(parts.model, parts.loss, num_train), "test": make_evaluate(parts.model, parts.loss, num_test)}
 
-    def evaluate(params, data, splits=True):
-        metrics = {s: evaluators[s](params, data[f"{s}_images"], data[f"{s}_labels"]) for s in SPLITS} if splits else {}
-        metrics["finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    def evaluate(state, data, splits=True):
+        params = optimizers.evaluation_params(state.get("opt_state"), state["params"])
+        metrics = {s: evaluators[s](params, data[f"{s}_images"], data[f"{s}_labels"], state["model_state"])
+                   for s in SPLITS} if splits else {}
+        metrics["finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(state["params"])]))
         return metrics
 
     return train_pass, evaluate
+
+
+def _evaluated_part(state: State) -> State:
+    """What evaluation reads of a state: the optimiser state only where it defines the evaluation point."""
+    keep = ("params", "model_state") + (("opt_state",) if optimizers.defines_evaluation_params(state["opt_state"]) else ())
+    return {k: state[k] for k in keep}
 
 
 def _pass_then_evaluate(train_pass, evaluate, splits: bool = True):
@@ -293,7 +287,7 @@ def _pass_then_evaluate(train_pass, evaluate, splits: bool = True):
 
     def one(state, data):
         state = train_pass(state, data["train_images"], data["train_labels"])
-        return state, evaluate(state["params"], data, splits)
+        return state, evaluate(state, data, splits)
 
     return one
 
@@ -304,8 +298,7 @@ def compiler_options() -> dict[str, Any]:
     On a CPU, copy insertion with region analysis: without it XLA copies the
     loop-carried dense kernels at every step of a pass's ``scan`` (read by the
     backward pass while their update is written in place). Buffers only, so the
-    same numbers to the bit; the 1989 step 22.0 -> 21.1 us (benchmarks/README.md,
-    run N). Elsewhere none.
+    same numbers to the bit (benchmarks/versus.py measures it). Elsewhere none.
     """
     return {"xla_cpu_copy_insertion_use_region_analysis": True} if jax.default_backend() == "cpu" else {}
 
@@ -334,12 +327,11 @@ def make_epoch(
     one = _pass_then_evaluate(train_pass, evaluate, evaluate_splits)
 
     def replicas(state, data):
-        # The one replica strategy: vmap (inside shard_map). The one exception, measured:
-        # evaluation runs one replica after the other (lax.map), each a plain batched
-        # computation; vmapped, its replica-batched products made a pass 11-21% slower at
-        # 4, 8 and 32 seeds on a CPU (benchmarks/README.md, run L).
+        # The one replica strategy: vmap (inside shard_map). The one exception: evaluation
+        # runs one replica after the other (lax.map), each a plain batched computation,
+        # since vmapped its replica-batched products are slower (benchmarks/README.md).
         state = jax.vmap(train_pass, in_axes=(0, None, None))(state, data["train_images"], data["train_labels"])
-        return state, lax.map(lambda p: evaluate(p, data, evaluate_splits), state["params"])
+        return state, lax.map(lambda s: evaluate(s, data, evaluate_splits), _evaluated_part(state))
 
     epoch = one if config.num_seeds == 1 else replicas
     if mesh is not None:
@@ -351,7 +343,7 @@ def make_epoch(
 def make_train(config: ml_collections.ConfigDict, parts: Parts, data: dict[str, jax.Array], *, unroll: int = 1):
     """The whole run as one pure function, purejaxrl-style: ``train(key) -> (state, metrics)``.
 
-    ``data`` holds ``{train,test}_{images,labels}`` (e.g. ``experiment.device_data``);
+    ``data`` holds ``{train,test}_{images,labels}`` (e.g. ``processes.device_data``);
     ``key`` is a replica's key (:func:`replica_key`); ``metrics`` stacks every
     pass's (leading axis ``config.train.passes``). ``jax.jit(train)(key)`` runs
     one network, ``jax.jit(jax.vmap(train))(keys)`` many at once (add
@@ -366,3 +358,9 @@ def make_train(config: ml_collections.ConfigDict, parts: Parts, data: dict[str, 
         return lax.scan(lambda state, _: one(state, data), state, None, length=config.train.passes)
 
     return train
+
+
+def final_variables(state: State) -> dict:
+    """What a finished replica is evaluated with: ``{'params': the optimiser's evaluation
+    parameters, **model_state}`` (jit it; vmap it over replicas)."""
+    return {"params": optimizers.evaluation_params(state["opt_state"], state["params"]), **state["model_state"]}

@@ -4,9 +4,11 @@ import importlib.util
 import math
 import re
 
+import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
+from lecun_jax import data
 from conftest import REPO
 
 
@@ -104,10 +106,69 @@ def test_batch_size_against_a_train_size():
     c.data.train_size, c.train.batch_size = 100, 101
     with pytest.raises(config_lib.ConfigError, match=r"config.train.batch_size=101: larger than the 100 training digits"):
         config_lib.validate(c)
-    with pytest.raises(config_lib.ConfigError, match=r"config.data.train_size=100: mnist has 50 training digits here"):
-        c.data.name = "mnist"
-        c.train.batch_size = 1
-        config_lib.check_dataset_size(c, 50)
+
+
+def _loads(monkeypatch, name: str, num_train: int) -> None:
+    """data.load returns a ``name`` dataset of ``num_train`` blank training digits (nothing read from disk)."""
+    def split(n):
+        return data.Split(images=np.full((n, 16, 16, 1), -1.0, np.float32), labels=np.zeros(n, np.int32))
+
+    monkeypatch.setattr(data, "load", lambda *a, **k: data.Dataset(name=name, train=split(num_train), test=split(10)))
+
+
+SIZE_FAULTS = [  # (fields, the message before loading, and after loading a dataset of that many digits)
+    ({"data.name": "usps", "data.train_size": 8000}, "config.data.train_size=8000: usps has 7,291 training digits; valid: 1 to 7291"),
+    ({"data.name": "mnist1989", "data.validation_size": 7291},
+     "config.data.validation_size=7291: must leave training digits of the 7,291; valid: 1 to 7290"),
+    ({"data.name": "usps", "data.validation_size": 1291, "train.batch_size": 6001},
+     "config.train.batch_size=6001: larger than the 6,000 training digits; valid: 1 to 6000"),
+    ({"data.name": "usps", "optimizer.name": "sdlm", "optimizer.sdlm_samples": 7292},
+     "config.optimizer.sdlm_samples=7292: larger than the 7,291 training digits; valid: 1 to 7291"),
+]
+
+
+@pytest.mark.parametrize("fields,message", SIZE_FAULTS, ids=[m.split(":")[0] for _, m in SIZE_FAULTS])
+def test_split_sizes_are_one_rule_before_and_after_loading(monkeypatch, fields, message):
+    """data.size_problem is the rule: validate (sizes known before loading) and data.for_config
+    (the loaded size) report the same field, value and valid range."""
+    c = config_lib.base()
+    for path, value in fields.items():
+        config_lib.set_path(c, path, value)
+    with pytest.raises(config_lib.ConfigError) as before:
+        config_lib.validate(c)
+    _loads(monkeypatch, c.data.name, data.SPLIT_SIZES["train"])
+    with pytest.raises(config_lib.ConfigError) as after:
+        data.for_config(c)
+    assert str(before.value) == str(after.value) == message
+
+
+def test_split_sizes_of_a_dataset_known_only_after_loading(monkeypatch):
+    """mnist's size depends on its source: validate lets train_size pass, for_config refuses what the
+    loaded copy does not have, in the words the same rule uses for usps before loading."""
+    c = config_lib.base()
+    c.data.name, c.data.train_size = "mnist", 100
+    config_lib.validate(c)
+    _loads(monkeypatch, "mnist", 50)
+    with pytest.raises(config_lib.ConfigError, match=r"^config.data.train_size=100: mnist has 50 training digits; valid: 1 to 50$"):
+        data.for_config(c)
+    c.data.train_size, c.data.validation_size = None, 50
+    with pytest.raises(config_lib.ConfigError, match=r"^config.data.validation_size=50: must leave training digits of the 50; valid: 1 to 49$"):
+        data.for_config(c)
+    c.data.validation_size = 10
+    held_out = data.for_config(c)
+    assert (len(held_out.train), len(held_out.test)) == (40, 10)
+
+
+def test_select_train_and_hold_out_use_the_same_rule():
+    blank = data.Split(images=np.zeros((50, 16, 16, 1), np.float32), labels=np.zeros(50, np.int32))
+    ds = data.Dataset(name="mnist", train=blank, test=blank)
+    with pytest.raises(data.DataError, match=r"^data.train_size=51: mnist has 50 training digits; valid: 1 to 50$"):
+        data.select_train(ds, 51)
+    with pytest.raises(data.DataError, match=r"^data.validation_size=50: must leave training digits of the 50; valid: 1 to 49$"):
+        data.hold_out(ds, 50)
+    assert data.size_problem("mnist", 50, train_size=51) == "data.train_size=51: mnist has 50 training digits; valid: 1 to 50"
+    assert data.size_problem("mnist", None, train_size=51, batch_size=52).startswith("train.batch_size=52: larger than the 51")
+    assert data.size_problem("mnist", 50, train_size=1, validation_size=1).endswith("valid: none (holding out needs 2 training digits or more)")
 
 
 def test_unknown_and_missing_fields():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, losses, train
+from lecun_jax import experiment, losses, processes, train
 from lecun_jax import model as M
 from conftest import REPO
 from reference import karpathy_forward, mse_1989
@@ -75,8 +75,8 @@ def test_sharded_runs_equal_the_single_device_run(tmp_path, seeds, devices):
 
 
 def test_replica_layout_pads_to_the_mesh():
-    mesh, replicas = experiment.replica_layout(1)
+    mesh, replicas = processes.replica_layout(1)
     assert mesh is None and replicas == 1
-    mesh, replicas = experiment.replica_layout(5)
+    mesh, replicas = processes.replica_layout(5)
     n = min(jax.device_count(), 5)
     assert replicas == -(-5 // n) * n and (mesh is None) == (n == 1)

@@ -20,10 +20,15 @@ from conftest import REPO
 ENV = os.environ | {"JAX_PLATFORMS": "cpu"}
 
 
-def launch(*args, wait=True):
+def launch(*args, wait=True, sigint=None):
+    """Run launch.py. ``sigint`` (signal.SIG_DFL or signal.SIG_IGN) is the child's SIGINT
+    disposition at exec, whatever pytest inherited (a background job of a shell without job
+    control starts with SIGINT ignored); None leaves it inherited."""
     cmd = [sys.executable, str(REPO / "launch.py"), *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        preexec = None if sigint is None else (lambda: signal.signal(signal.SIGINT, sigint))
+        return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=preexec)
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
 
 
@@ -286,13 +291,21 @@ def test_same_config_same_numbers_in_two_processes(tmp_path):
     assert (tmp_path / "a" / "params.npz").read_bytes() == (tmp_path / "b" / "params.npz").read_bytes()
 
 
-def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
-    args = ["--config.train.passes=6", f"--workdir={tmp_path / 'w'}"]
-    proc = launch(*args, wait=False)
+def _sigint_after_the_first_pass(args, workdir, sigint):
+    """Start a run with the given SIGINT disposition, send it SIGINT once a pass is done."""
+    proc = launch(*args, wait=False, sigint=sigint)
     deadline = time.monotonic() + 300
-    while _passes_done(tmp_path / "w") < 1 and proc.poll() is None and time.monotonic() < deadline:
+    while _passes_done(workdir) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
+    assert proc.poll() is None, ("the run ended before it could be interrupted", proc.communicate())
     proc.send_signal(signal.SIGINT)
+    return proc
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
+    # SIGINT at its default disposition, as in a terminal, even when pytest itself runs with it ignored.
+    args = ["--config.train.passes=6", f"--workdir={tmp_path / 'w'}"]
+    proc = _sigint_after_the_first_pass(args, tmp_path / "w", signal.SIG_DFL)
     _, stderr = proc.communicate(timeout=120)  # and no hang at exit
     assert proc.returncode == 130, (stderr, _[-600:])
     assert [l for l in stderr.splitlines() if l.startswith("error: ")] == ["error: interrupted; run the same command again to resume"]
@@ -302,6 +315,17 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
     assert "resuming" in final.stdout
     assert [(r["pass"], r["split"]) for r in reporting.read_jsonl(tmp_path / "w" / "metrics.jsonl")] == [
         (p, s) for p in range(1, 7) for s in ("train", "test")]
+
+
+def test_ctrl_c_ignored_at_exec_leaves_the_run_going_to_the_end(tmp_path):
+    # SIGINT ignored at exec (nohup, a background job of a shell without job control): honoured.
+    args = ["--config.train.passes=3", f"--workdir={tmp_path / 'w'}"]
+    proc = _sigint_after_the_first_pass(args, tmp_path / "w", signal.SIG_IGN)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "error: " not in stderr and "Traceback" not in stderr, stderr
+    assert [(r["pass"], r["split"]) for r in reporting.read_jsonl(tmp_path / "w" / "metrics.jsonl")] == [
+        (p, s) for p in range(1, 4) for s in ("train", "test")]
 
 
 def test_disk_full_is_one_line_exit_1_and_the_rerun_loses_nothing(tmp_path, monkeypatch, capsys):

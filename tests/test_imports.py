@@ -1,4 +1,4 @@
-"""The package's layout: imports flow one way, `import lecun_jax` is light, config's copies agree."""
+"""The package's layout: imports flow one way (down the layers), `import lecun_jax` is light, config copies no choice list."""
 
 import ast
 import subprocess
@@ -82,6 +82,28 @@ def test_the_import_graph_has_no_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+# The modules bottom to top (lecun_jax/__init__.py's layers): a module imports only
+# modules before it, lazy imports included. A new module takes its place here.
+ORDER = (
+    "reporting", "sources", "conv", "losses", "augment", "sdlm", "processes",  # import nothing of the package
+    "tfds_datasets", "data",  # the digits
+    "model", "modules", "optimizers", "train",  # the network, a user's parts, and the training step
+    "config",  # the run's fields, checked against the choices the modules below define
+    "workdir", "checkpoints", "logs", "plots", "runs",  # what the host loop keeps, tells and reloads
+    "experiment",  # the host loop
+    "together", "scaling", "sweep",  # sweeps
+    "cli",  # the command line
+)
+
+
+def test_imports_go_down_the_layers_only():
+    graph = {m.removeprefix("lecun_jax."): {t.removeprefix("lecun_jax.") for t in ts}
+             for m, ts in import_graph().items() if m != "lecun_jax"}  # the package's lazy attributes: the top
+    assert sorted(graph) == sorted(ORDER), "a module is missing from ORDER, or ORDER names one that is gone"
+    upward = sorted(f"{m} imports {t}" for m, ts in graph.items() for t in ts if ORDER.index(t) > ORDER.index(m))
+    assert upward == []
+
+
 def test_find_cycle_finds_lazy_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -104,19 +126,31 @@ def test_the_package_attributes_load_on_use():
     assert out.stdout.strip() == "ok", out.stdout + out.stderr
 
 
-def test_config_choices_equal_their_home_modules():
+def test_config_choices_are_their_home_modules_objects():
+    """Each choice list is defined once: config's rules hold the home module's object itself,
+    and config.py spells out no choice list, no dataset size and no URL of its own."""
     from lecun_jax import augment, config, data, losses, model, optimizers, sdlm
 
-    assert config.ACTIVATIONS == tuple(model.ACTIVATIONS)
-    assert config.OUTPUT_ACTIVATIONS == tuple(model.OUTPUT_ACTIVATIONS)
-    assert config.CONV_IMPLS == tuple(model.CONV_IMPLS)
-    assert config.LOSSES == tuple(losses.LOSSES)
-    assert config.OPTIMIZERS == tuple(optimizers.OPTIMIZERS)
-    assert config.SCHEDULES == tuple(optimizers.SCHEDULES)
-    assert config.SDLM_ESTIMATORS == tuple(sdlm.ESTIMATORS)
-    assert config.AUGMENTATIONS == tuple(augment.AUGMENTATIONS)
-    assert config.SHIFT_MODES == tuple(augment.SHIFT_MODES)
-    assert config.DATASETS == tuple(data.DATASETS)
-    assert config.SUBSETS == tuple(data.SUBSETS)
-    assert config.SPLIT_SIZES == data.SPLIT_SIZES
-    assert config.MNIST_URL == data.MNIST_URL
+    homes = {
+        "data.name": data.DATASETS, "data.train_subset": data.SUBSETS,
+        "model.activation": model.ACTIVATIONS, "model.output_activation": model.OUTPUT_ACTIVATIONS,
+        "model.conv": model.CONV_IMPLS, "loss": losses.LOSSES,
+        "optimizer.name": optimizers.OPTIMIZERS, "optimizer.schedule": optimizers.SCHEDULES,
+        "optimizer.sdlm_estimator": sdlm.ESTIMATORS,
+        "augment.name": augment.AUGMENTATIONS, "augment.mode": augment.SHIFT_MODES,
+    }
+    for field, options in homes.items():
+        assert config.SCHEMA[field].options is options, field
+    assert config.base().data.mnist_url == data.MNIST_URL
+    assert config.ConfigError is data.ConfigError  # cli maps it to exit 2, from validate or from data.for_config
+
+    choices = {str(name) for options in homes.values() for name in options}
+    tree = ast.parse((PACKAGE / "config.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)):
+            items = node.keys if isinstance(node, ast.Dict) else node.elts
+            names = {n.value for n in items if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+            assert len(names & choices) < 2, f"config.py line {node.lineno}: a copy of a choice list {sorted(names)}"
+        if isinstance(node, ast.Constant):
+            assert node.value not in (data.SPLIT_SIZES["train"], data.SPLIT_SIZES["test"], data.MNIST_URL), (
+                f"config.py line {node.lineno}: {node.value!r} is data's; use data's name for it")

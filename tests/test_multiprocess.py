@@ -144,3 +144,44 @@ def test_a_slurm_job_step_is_detected_and_gives_the_same_run(tmp_path):
     summary = __import__("json").loads((tmp_path / "slurm" / "summary.json").read_text())
     assert summary["device"]["processes"] == 2
     assert reporting.read_jsonl(tmp_path / "slurm" / "metrics.jsonl") == reporting.read_jsonl(tmp_path / "single" / "metrics.jsonl")
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from lecun_jax import workdir
+lock = workdir.WorkdirLock(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_job_whose_workdir_is_locked_stops_together_with_one_line_each(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(workdir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        start = time.time()
+        procs = _start_job(workdir, tmp_path, "locked")
+        ends = {}
+        while len(ends) < 2 and time.time() < start + 120:
+            for i, p in enumerate(procs):
+                if i not in ends and p.poll() is not None:
+                    ends[i] = time.time()
+            time.sleep(0.05)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    finally:
+        holder.kill()
+        holder.wait()
+    outputs = [(tmp_path / f"locked_{i}.log").read_text() for i in range(2)]
+    assert len(ends) == 2, f"a process still ran after 120 s: {outputs}"
+    print("exit times after launch:", {i: round(t - start, 2) for i, t in ends.items()})
+    assert max(ends.values()) - min(ends.values()) < 10, (ends, outputs)  # the other one followed within seconds
+    assert [p.returncode for p in procs] == [2, 2], outputs
+    lines = [o.strip().splitlines() for o in outputs]
+    assert lines[0] == [f"error: {workdir} is in use by process {holder.pid} on {socket.gethostname()}; "
+                        "wait for it to finish, or choose another --workdir"], outputs
+    assert lines[1] == [f"error: process 0 stopped: {lines[0][0].removeprefix('error: ')}"], outputs

@@ -11,7 +11,8 @@ import pytest
 
 import lecun_jax
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, model as model_lib, train
+from lecun_jax import data as data_lib, experiment, model as model_lib, processes, train
+from lecun_jax.workdir import WorkdirError
 
 
 class MLP(nn.Module):
@@ -96,21 +97,21 @@ def test_the_runs_test_outputs_are_the_users_apply(mlp_run):
 
 def test_a_run_of_another_module_is_refused_in_the_same_workdir(mlp_run):
     workdir, _ = mlp_run
-    with pytest.raises(experiment.WorkdirError, match="parts"):
+    with pytest.raises(WorkdirError, match="parts"):
         lecun_jax.train_and_evaluate(_config(train__passes=2), workdir, model=MLP(hidden=20),
                                      optimizer=optax.sgd(0.01, momentum=0.9), loss=squared_error, **quiet)
 
 
 def test_a_run_of_another_learning_rate_is_refused_in_the_same_workdir(mlp_run):
     workdir, _ = mlp_run
-    with pytest.raises(experiment.WorkdirError, match="parts.optimizer.fingerprint"):
+    with pytest.raises(WorkdirError, match="parts.optimizer.fingerprint"):
         lecun_jax.train_and_evaluate(_config(train__passes=2), workdir, model=MLP(),
                                      optimizer=optax.sgd(0.1, momentum=0.9), loss=squared_error, **quiet)
 
 
 def test_a_subclass_whose_outputs_are_zero_is_at_chance(tmp_path):
     summary = lecun_jax.train_and_evaluate(_config(train__passes=1, data__train_size=500), tmp_path, model=Silenced(), **quiet)
-    labels = experiment.load_data(_config()).test.labels
+    labels = data_lib.for_config(_config()).test.labels
     # all outputs equal: arg-max picks class 0 for every digit, so every other digit is a miss
     assert summary["final"]["test"]["misses"] == int(np.sum(labels != 0))
     assert summary["final"]["test"]["error"] > 80.0
@@ -130,8 +131,8 @@ def test_make_train_is_one_pure_function_equal_to_the_host_loop(tmp_path):
     summary = lecun_jax.train_and_evaluate(c, tmp_path, **quiet)
     assert summary["num_seeds"] == 2
     records = lecun_jax.load_run(tmp_path).metrics
-    dataset = experiment.load_data(c)
-    data = experiment.device_data(dataset)
+    dataset = data_lib.for_config(c)
+    data = processes.device_data(dataset)
     parts = train.make_parts(c, len(dataset.train))
     keys = jax.vmap(lambda r: train.replica_key(c.seed, r))(jnp.arange(2))
     _, metrics = jax.jit(jax.vmap(lecun_jax.make_train(c, parts, data)))(keys)

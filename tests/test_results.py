@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lecun_jax
-from lecun_jax import experiment, reporting, sweep
+from lecun_jax import checkpoints, experiment, reporting, sweep
 from conftest import REPO, small_config
 from events import read_scalars
 
@@ -96,7 +96,7 @@ def test_resume_after_a_lost_tail_gives_the_uninterrupted_numbers(tmp_path):
 def test_checkpoints_keep_the_last_few(short_run):
     workdir, _ = short_run
     kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    assert kept == [1, 2, 3][-experiment.KEEP_CHECKPOINTS:]
+    assert kept == [1, 2, 3][-checkpoints.KEEP:]
 
 
 def test_sweep_writes_a_chart(tmp_path):

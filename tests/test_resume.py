@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from lecun_jax import experiment, reporting
+from lecun_jax import checkpoints, experiment, reporting
+from lecun_jax.workdir import WorkdirError, describe_parts
 from conftest import REPO, small_config
 
 
@@ -80,7 +81,7 @@ def test_when_every_checkpoint_is_unreadable_the_run_starts_again(reference, tmp
         _truncate(p / "state.npz")
     lines = []
     experiment.train_and_evaluate(_config(), workdir, echo=lines.append, plots=False)
-    assert sum("cannot be read" in l for l in lines) == experiment.KEEP_CHECKPOINTS
+    assert sum("cannot be read" in l for l in lines) == checkpoints.KEEP
     assert any("no readable checkpoint; starting from pass 1" in l for l in lines)
     _same_results(workdir, reference)
 
@@ -105,12 +106,12 @@ def test_a_checkpoint_of_another_state_is_refused_not_set_aside(reference, tmp_p
     # another optimiser state in the same config's workdir: momentum instead of plain SGD
     import optax
 
-    with pytest.raises(experiment.WorkdirError, match="holds a run with a different config"):
+    with pytest.raises(WorkdirError, match="holds a run with a different config"):
         experiment.train_and_evaluate(_config(), workdir, optimizer=optax.sgd(0.03, momentum=0.9), echo=_quiet, plots=False)
     config = json.loads((workdir / "config.json").read_text())
-    config["parts"] = experiment.describe_parts(optimizer=optax.sgd(0.03, momentum=0.9))
+    config["parts"] = describe_parts(optimizer=optax.sgd(0.03, momentum=0.9))
     reporting.write_json(workdir / "config.json", config)  # the parts match: only the state's shape differs
-    with pytest.raises(experiment.WorkdirError, match="checkpoint does not fit this run's train state"):
+    with pytest.raises(WorkdirError, match="checkpoint does not fit this run's train state"):
         experiment.train_and_evaluate(_config(), workdir, optimizer=optax.sgd(0.03, momentum=0.9), echo=_quiet, plots=False)
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "3", "4"]  # nothing set aside
 
@@ -137,7 +138,7 @@ def test_resuming_on_changed_data_is_refused(shared_data, tmp_path):
     metrics_before = (workdir / "metrics.jsonl").read_bytes()
     shutil.rmtree(source)
     _usps_copy(shared_data, source, keep_train_lines=7000)  # other training files under the same path
-    with pytest.raises(experiment.WorkdirError) as e:
+    with pytest.raises(WorkdirError) as e:
         experiment.train_and_evaluate(c, workdir, echo=_quiet, plots=False)
     message = str(e.value)
     assert "\n" not in message and "the data differ from what pass 1 was trained on" in message
@@ -176,9 +177,9 @@ def test_a_run_killed_after_its_last_checkpoint_finishes_its_outputs(tmp_path):
 _HOLD = """
 import sys, time
 from pathlib import Path
-from lecun_jax import experiment
+from lecun_jax import workdir
 Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
-lock = experiment.WorkdirLock(Path(sys.argv[1]))
+lock = workdir.WorkdirLock(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(600)
 """
@@ -189,7 +190,7 @@ def test_one_run_at_a_time_holds_a_workdir_and_a_killed_one_leaves_no_lock(tmp_p
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(workdir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(experiment.WorkdirError) as e:
+        with pytest.raises(WorkdirError) as e:
             experiment.train_and_evaluate(_config(), workdir, echo=_quiet, plots=False)
         assert f"is in use by process {holder.pid}" in str(e.value) and "\n" not in str(e.value)
         assert not (workdir / "config.json").exists()

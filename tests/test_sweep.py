@@ -165,9 +165,9 @@ def test_a_learning_rate_grid_trains_as_one_program_with_each_rows_own_numbers(t
     c.sweep.grid = "optimizer.learning_rate=0.005,0.01,0.02,0.03"
     calls = []
     real = experiment.train_and_evaluate
-    monkeypatch.setattr(experiment, "train_and_evaluate", lambda *a, **k: calls.append(k.get("group")) or real(*a, **k))
+    monkeypatch.setattr(experiment, "train_and_evaluate", lambda *a, **k: calls.append(k.get("init_states")) or real(*a, **k))
     together = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path / "together", echo=lambda s: None)
-    assert len(calls) == 1 and calls[0].values == {"learning_rate": (0.005, 0.01, 0.02, 0.03)}  # one program, 4 x 2 networks
+    assert len(calls) == 1 and calls[0].__self__.values == {"learning_rate": (0.005, 0.01, 0.02, 0.03)}  # one program, 4 x 2 networks
     c.sweep.together = False
     calls.clear()
     alone = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path / "alone", echo=lambda s: None)

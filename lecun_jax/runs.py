@@ -1,0 +1,91 @@
+"""Finished (or interrupted) runs, loaded from their workdirs: for notebooks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from lecun_jax import data as data_lib
+from lecun_jax import modules, reporting
+from lecun_jax import train as train_lib
+
+
+class Run:
+    """A finished (or interrupted) run, loaded from its workdir for notebooks.
+
+    Attributes: ``workdir``, ``config`` (ConfigDict), ``metrics`` (records),
+    ``summary`` (dict, None while unfinished), ``params`` (the final
+    parameters, those the optimiser defines for evaluation where it does;
+    leading replica axis when num_seeds > 1), ``model_state`` (the module's
+    other collections, e.g. ``{'batch_stats': ...}``; empty for most modules),
+    ``test_outputs`` ((replicas, N, 10) outputs on the test split) and
+    ``test_labels``.
+    """
+
+    def __init__(self, workdir: str | Path):
+        self.workdir = Path(workdir)
+        if not (self.workdir / reporting.CONFIG).exists():
+            raise FileNotFoundError(f"{self.workdir}: no config.json; not a lecun_jax run")
+        config = json.loads((self.workdir / reporting.CONFIG).read_text())
+        self.parts = config.pop("parts", {})  # the parts a user passed in, as recorded
+        self.config = ml_collections.ConfigDict(config)
+        self.metrics = reporting.read_jsonl(self.workdir / reporting.METRICS) if (self.workdir / reporting.METRICS).exists() else []
+        summary = self.workdir / reporting.SUMMARY
+        self.summary = json.loads(summary.read_text()) if summary.exists() else None
+        self.params = reporting.load_params(self.workdir / reporting.PARAMS) if (self.workdir / reporting.PARAMS).exists() else None
+        state = self.workdir / reporting.MODEL_STATE
+        self.model_state = reporting.load_params(state) if state.exists() else {}
+        self.test_outputs = self.test_labels = None
+        if (self.workdir / reporting.TEST_OUTPUTS).exists():
+            with np.load(self.workdir / reporting.TEST_OUTPUTS) as z:
+                self.test_outputs, self.test_labels = z["outputs"], z["labels"]
+
+    @property
+    def model(self) -> nn.Module:
+        """The network the run trained (evaluate it with ``model.apply(run.variables(), x,
+        train=False)``); a run of a user's module cannot rebuild it: see :meth:`nnx_module`,
+        or apply that module to :meth:`variables`."""
+        if "model" in self.parts:
+            raise ValueError(f"{self.workdir} trained a user's module, {self.parts['model']['class']}: "
+                             "apply that module to run.variables()")
+        return train_lib.make_model(self.config)
+
+    def _replica(self, tree, replica: int):
+        return tree if self.config.num_seeds == 1 else jax.tree.map(lambda a: a[replica], tree)
+
+    def replica_params(self, replica: int = 0) -> dict:
+        """One network's parameters."""
+        return self._replica(self.params, replica)
+
+    def variables(self, replica: int = 0) -> dict:
+        """One network's variables as ``apply`` takes them: ``{'params': ..., **model_state}``."""
+        return {"params": self.replica_params(replica), **self._replica(self.model_state, replica)}
+
+    def nnx_module(self, model, replica: int = 0):
+        """The trained NNX module of one replica, in evaluation mode, rebuilt from ``model``
+        (the instance or the ``rngs -> module`` factory the run was given) and the saved state."""
+        module = modules.NNXModule(model).module(jax.tree.map(jax.numpy.asarray, self.variables(replica)))
+        module.eval()  # ready to evaluate: running averages, no dropout
+        return module
+
+    def dataset(self) -> data_lib.Dataset:
+        """The run's data, as it trained on it."""
+        return data_lib.for_config(self.config)
+
+    def final(self, split: str = "test") -> dict:
+        """Final metrics of a split across replicas (see reporting.summarize)."""
+        return reporting.summarize(self.metrics, split, max(r["pass"] for r in self.metrics))
+
+    def __repr__(self) -> str:
+        done = "finished" if self.summary else "unfinished"
+        return f"Run({str(self.workdir)!r}, {self.config.data.name}, {self.config.num_seeds} seed(s), {done})"
+
+
+def load_run(workdir: str | Path) -> Run:
+    """The config, trained parameters and metrics of the run in ``workdir``."""
+    return Run(workdir)

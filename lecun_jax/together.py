@@ -1,0 +1,111 @@
+"""Sweep rows that differ only in optimiser hyperparameters, trained side by side.
+
+The rows' networks are the replicas of one compiled program, their learning
+rates (and AdamW's weight decay) held as data in the optimiser state by
+``optax.inject_hyperparams``; each row is then written into its own folder as
+an ordinary finished run. The run path knows nothing of this: a group is an
+optimiser and an ``init_states`` passed to ``train_and_evaluate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lecun_jax import data as data_lib
+from lecun_jax import experiment, logs, optimizers, reporting
+from lecun_jax import train as train_lib
+from lecun_jax.workdir import WorkdirLock, clear_workdir, config_json
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Rows trained as the replicas of one program: replica j is seed-replica
+    ``j % seeds`` of row ``j // seeds``, with that row's ``values`` (field -> one
+    value per row, e.g. ``{"learning_rate": (0.01, 0.03)}``) in its optimiser state."""
+
+    seeds: int
+    values: dict[str, tuple[float, ...]]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.values.values())))
+
+    def replica_ids(self, replicas: int) -> np.ndarray:
+        """The replica index each replica's keys come from (spares past the rows: 0)."""
+        real = self.rows * self.seeds
+        return np.asarray([j % self.seeds if j < real else 0 for j in range(replicas)], np.uint32)
+
+    def replica_values(self, replicas: int) -> dict[str, np.ndarray]:
+        real = self.rows * self.seeds
+        return {k: np.asarray([v[j // self.seeds] if j < real else v[0] for j in range(replicas)], np.float32)
+                for k, v in self.values.items()}
+
+    def optimizer(self, config):
+        """The config's optimiser with the group's fields as data (each replica sets its own)."""
+        return optimizers.make(config.optimizer, steps_per_pass=1, passes=1,
+                               injected={k: getattr(config.optimizer, k) for k in self.values})
+
+    def init_states(self, config, model, tx, replicas: int) -> train_lib.State:
+        """Each replica as its row's seed-replica would start alone, with its row's values."""
+
+        @jax.jit
+        def init(seed):
+            keys = jax.vmap(lambda r: train_lib.replica_key(seed, r))(jnp.asarray(self.replica_ids(replicas)))
+            make = lambda v: optimizers.make(config.optimizer, steps_per_pass=1, passes=1, injected=v)
+            return jax.vmap(lambda k, v: train_lib.init_state(model, make(v), k))(keys, self.replica_values(replicas))
+
+        return init(jnp.uint32(config.seed))
+
+
+def train(group: Group, config, workdir: Path, **kwargs) -> dict:
+    """Trains the group's rows x seeds networks in ``workdir`` (``config.num_seeds`` must be their number)."""
+    if config.num_seeds != group.rows * group.seeds:
+        raise ValueError(f"a group of {group.rows} rows x {group.seeds} seeds needs num_seeds={group.rows * group.seeds}")
+    return experiment.train_and_evaluate(config, workdir, optimizer=group.optimizer(config),
+                                         init_states=group.init_states, plots=False, **kwargs)
+
+
+def write_row(group_dir: Path, group: Group, row: int, config, workdir: Path, label: str | None = None) -> dict:
+    """Row ``row`` of the finished group run in ``group_dir``, written into ``workdir`` as an
+    ordinary finished run of ``config`` (its replicas renumbered from 0)."""
+    lo, hi = row * group.seeds, (row + 1) * group.seeds
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = WorkdirLock(workdir)
+    try:
+        clear_workdir(workdir)
+        together = json.loads((group_dir / reporting.SUMMARY).read_text())
+        records = [dict(r, replica=r["replica"] - lo) for r in reporting.read_jsonl(group_dir / reporting.METRICS)
+                   if lo <= r["replica"] < hi]
+        reporting.write_json(workdir / reporting.CONFIG, config_json(config))
+        reporting.write_jsonl(workdir / reporting.METRICS, records)
+        take = (lambda a: a[lo]) if group.seeds == 1 else (lambda a: a[lo:hi])  # one seed: no replica axis
+        reporting.save_params(workdir / reporting.PARAMS, jax.tree.map(take, reporting.load_params(group_dir / reporting.PARAMS)))
+        with np.load(group_dir / reporting.TEST_OUTPUTS) as z:
+            reporting.write_npz(workdir / reporting.TEST_OUTPUTS, outputs=z["outputs"][lo:hi], labels=z["labels"])
+        board = logs.TensorBoard(workdir / reporting.TENSORBOARD, group.seeds)
+        board.write(records, optimizers.pass_learning_rates(config.optimizer, config.train.passes))
+        board.close()
+        experiment.write_plots(workdir, None)
+        sizes = {s: together["data"][f"{s}_digits"] for s in data_lib.SPLITS}
+        train_s = together["ledger"]["wall_s"]
+        summary = together | {
+            "label": label,
+            "num_seeds": group.seeds,
+            "parts": {},
+            "final": {s: reporting.summarize(records, s, config.train.passes) for s in data_lib.SPLITS},
+            "together": {"workdir": str(group_dir), "row": row, "rows": group.rows,
+                         "values": {k: v[row] for k, v in group.values.items()},
+                         "note": "trained side by side with the other rows in one program; time is the group's"},
+            "ledger": logs.ledger(config, sizes, None if train_s is None else train_s / group.rows, together["macs_per_digit"]),
+        }
+        reporting.write_json(workdir / reporting.SUMMARY, summary)
+        return summary
+    finally:
+        lock.release()
