@@ -16,12 +16,12 @@ The modules, bottom to top; imports only go downwards, lazy ones included
 (tests/test_imports.py)::
 
     reporting, sources, conv, losses, augment, sdlm, processes   import nothing of the package
-    tfds_datasets, data                  the digits: data -> tfds_datasets -> sources
+    downloads, tfds_datasets, data       the digits: data -> tfds_datasets -> downloads -> sources
     model, modules, optimizers, train    the network, a user's parts (linen or NNX), the training step
     config                               the run's fields, checked against the choices above
     workdir, checkpoints, logs, plots, runs   what the host loop keeps, tells and reloads
     experiment                           the host loop: train_and_evaluate
-    together, scaling, sweep             sweeps
+    together, scaling, sweep, distributions   sweeps, and rows over many seeds
     cli (and launch.py)                  the command line
 """
 
@@ -33,18 +33,18 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "augment", "checkpoints", "cli", "config", "conv", "data", "experiment", "logs", "losses", "model", "modules", "optimizers",
-    "plots", "processes", "reporting", "runs", "scaling", "sdlm", "sources", "sweep", "tfds_datasets", "together",
-    "train", "workdir",
+    "augment", "checkpoints", "cli", "config", "conv", "data", "distributions", "downloads", "experiment", "logs",
+    "losses", "model", "modules", "optimizers", "plots", "processes", "reporting", "runs", "scaling", "sdlm",
+    "sources", "sweep", "tfds_datasets", "together", "train", "workdir",
 )
 _ATTRIBUTES = {"load_run": "runs", "train_and_evaluate": "experiment", "Net1989": "model", "make_train": "train"}
 
 __all__ = ["Net1989", "load_run", "make_train", "train_and_evaluate", *_SUBMODULES]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
-    from lecun_jax import augment, checkpoints, cli, config, conv, data, experiment, logs, losses, model, modules  # noqa: F401
-    from lecun_jax import optimizers, plots, processes, reporting, runs, scaling, sdlm, sources, sweep  # noqa: F401
-    from lecun_jax import tfds_datasets, together, train, workdir  # noqa: F401
+    from lecun_jax import augment, checkpoints, cli, config, conv, data, downloads, experiment, logs, losses  # noqa: F401
+    from lecun_jax import model, modules, optimizers, plots, processes, reporting, runs, scaling, sdlm, sources  # noqa: F401
+    from lecun_jax import distributions, sweep, tfds_datasets, together, train, workdir  # noqa: F401
     from lecun_jax.experiment import train_and_evaluate  # noqa: F401
     from lecun_jax.runs import load_run  # noqa: F401
     from lecun_jax.model import Net1989  # noqa: F401

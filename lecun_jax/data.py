@@ -13,13 +13,16 @@ with background -1:
 
 The package ships the exact source pixels of both (``lecun_jax/shipped``) and
 checks their SHA-256 before use. The readers live in ``lecun_jax.sources``
-(re-exported here); TFDS builders (``lecun_jax.tfds_datasets``) turn those
-files, or a directory of the official files, into ``array_record`` datasets;
-:func:`load` reads those back with ``tfds.data_source`` (no TensorFlow) into
-in-memory arrays that training keeps on the device.
+(re-exported here), the MNIST downloads in ``lecun_jax.downloads``; TFDS
+builders (``lecun_jax.tfds_datasets``) turn those files, or a directory of the
+official files, into ``array_record`` datasets and read them back with
+``tfds.data_source`` (no TensorFlow); :func:`load` checks what they read
+against the digests recorded at preparation and returns it as in-memory arrays
+that training keeps on the device (a shipped dataset's are also cached decoded,
+so that later loads skip TFDS).
 
-Layering: ``sources`` <- ``tfds_datasets`` <- ``data``; TensorFlow Datasets is
-imported only when :func:`load` runs.
+Layering: ``sources`` <- ``downloads`` <- ``tfds_datasets`` <- ``data``;
+TensorFlow Datasets is imported only when :func:`load` reads through TFDS.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from absl import logging as absl_logging
 
 from lecun_jax.reporting import write_npz
 from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data.DataError, ...)
-    DOWNLOAD_TIMEOUT_S,
     IMAGE_SHAPE,
     MANIFEST,
     MNIST1989_POOL,
@@ -51,11 +53,9 @@ from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data
     array_digest,
     bilinear_matrix,
     build_shipped,
-    download,
     draw_mnist1989_indices,
     manifest,
     mnist1989_source,
-    mnist_source,
     read_esl,
     read_idx,
     read_mnist,
@@ -238,7 +238,7 @@ def _load_splits(name: str, source_dir, data_dir, url) -> tuple[dict[str, Split]
         except Exception as e:  # reading an existing copy's dataset_info.json, features.json
             folder = _tfds_data_dir(data_dir) / name / config.name / str(tfds_datasets.BUILDERS[name].VERSION)
             if folder.is_dir():
-                raise _unreadable(name, folder, e) from None
+                raise tfds_datasets.unreadable(name, folder, e) from None
             raise
         if not builder.is_prepared():
             # TFDS's own "Downloading and preparing dataset Unknown size" is not what happens here
@@ -249,8 +249,8 @@ def _load_splits(name: str, source_dir, data_dir, url) -> tuple[dict[str, Split]
     finally:
         absl_logging.set_verbosity(verbosity)
     where = builder.data_dir
-    out = _read_prepared(builder, name)
-    record = _shipped_record(name) if shipped else _prepared_record(Path(where) / tfds_datasets.DIGESTS, name)
+    out = {s: Split(images=x, labels=y) for s, (x, y) in tfds_datasets.read_prepared(builder, name, SPLITS).items()}
+    record = _shipped_record(name) if shipped else tfds_datasets.prepared_record(where, name)
     for split, v in out.items():
         if array_digest(v.images, v.labels) != record["arrays"].get(split):
             prepared = record.get("examples", {}).get(split)
@@ -264,47 +264,6 @@ def _load_splits(name: str, source_dir, data_dir, url) -> tuple[dict[str, Split]
 
 def _shipped_record(name: str) -> dict:
     return shipped_record(name) | {"arrays": manifest()["arrays"][name]}
-
-
-def _read_prepared(builder, name: str) -> dict[str, Split]:
-    """The splits of a prepared copy, in presentation order; any failure to read it is a DataError naming it."""
-    where = builder.data_dir
-    out = {}
-    try:
-        data_sources = builder.as_data_source()
-        for split in SPLITS:
-            items = data_sources[split].__getitems__(range(len(data_sources[split])))
-            images = np.stack([it["image"] for it in items]).astype(np.float32)
-            labels = np.asarray([it["label"] for it in items], dtype=np.int32)
-            order = np.asarray([it["index"] for it in items])
-            if not np.array_equal(order, np.arange(len(items))):
-                raise DataError(f"{name}/{split}: the prepared examples in {where} are out of presentation order; "
-                                "delete that folder and run again")
-            out[split] = Split(images=images, labels=labels)
-    except DataError:
-        raise
-    except Exception as e:  # riegeli's "Corrupted Riegeli/records file", TFDS's errors of a damaged copy, ...
-        raise _unreadable(name, where, e) from None
-    return out
-
-
-def _unreadable(name: str, folder, e: Exception) -> DataError:
-    reason = " ".join(str(e).split())
-    reason = reason if len(reason) <= 160 else reason[:157] + "..."
-    return DataError(f"{name}: the prepared copy in {folder} cannot be read ({type(e).__name__}: {reason}); "
-                     "delete that folder and run again")
-
-
-def _prepared_record(path: Path, name: str) -> dict:
-    """The ``DIGESTS`` record written when the copy was prepared (a DataError if absent or unreadable)."""
-    try:
-        record = json.loads(path.read_text())
-        if isinstance(record, dict) and isinstance(record.get("arrays"), dict):
-            return record
-    except (OSError, ValueError):
-        pass
-    raise DataError(f"{name}: the prepared copy in {path.parent} has no readable record of what was prepared "
-                    f"({path.name}); delete that folder and run again")
 
 
 class ConfigError(ValueError):

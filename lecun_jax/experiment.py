@@ -164,7 +164,7 @@ def _report_done(workdir: Path, echo) -> dict:
 def _prepare(run: _Run, given_parts: dict, init_states: InitStates) -> None:
     """The data on the device, the parts, and the state before pass 1."""
     config = run.config
-    run.mesh, run.replicas = processes.replica_layout(config.num_seeds)
+    run.mesh, run.replicas = processes.replica_layout(config.num_seeds, train_lib.replica_chunk_target())
     run.dataset = data_lib.for_config(config)
     run.identity = checkpoints_lib.data_identity(config, run.dataset)
     run.arrays = processes.device_data(run.dataset, run.mesh)
@@ -214,7 +214,8 @@ def _compile(run: _Run) -> dict[bool, Any]:
     told.start()
     epochs = {
         evaluated: train_lib.make_epoch(config, run.parts, run.sizes["train"], run.sizes["test"], mesh=run.mesh,
-                                        evaluate_splits=evaluated).lower(run.state, run.arrays).compile()
+                                        evaluate_splits=evaluated, chunk_target=train_lib.replica_chunk_target())
+        .lower(run.state, run.arrays).compile()
         for evaluated in ((True, False) if config.train.eval_every > 1 else (True,))
     }
     told.cancel()

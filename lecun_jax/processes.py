@@ -60,19 +60,32 @@ def device_info(mesh: Mesh | None = None) -> dict:
     }
 
 
-def replica_layout(num_seeds: int) -> tuple[Mesh | None, int]:
+def chunk_size(per_device: int, target: int | None) -> int:
+    """How many of a device's ``per_device`` replicas train side by side (vmapped) at a time:
+    all when ``target`` is None, else as even chunks of at most ``target``."""
+    if target is None or per_device <= target:
+        return per_device
+    return math.ceil(per_device / math.ceil(per_device / target))
+
+
+def replica_layout(num_seeds: int, chunk_target: int | None = None) -> tuple[Mesh | None, int]:
     """(mesh, replicas): how ``num_seeds`` replicas are spread over the devices.
 
     With several devices the replica axis is sharded over a 1-D mesh of up to
-    ``num_seeds`` of them, and padded with spare replicas to a multiple of the
-    mesh (5 seeds on 2 devices run as 3 + 3; the spare is dropped from every
-    result). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-    makes N devices of N cores; ``launch.py`` sets it to the core count.
+    ``num_seeds`` of them; each device's replicas train in chunks of
+    :func:`chunk_size`. The axis is padded with spare replicas to a whole number
+    of chunks on every device (5 seeds on 2 devices run as 3 + 3; the spares are
+    dropped from every result). On a CPU,
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N devices of N
+    cores; ``launch.py`` sets it to the core count.
     """
+    if num_seeds == 1:
+        return None, 1
     n = min(len(devices()), num_seeds)
-    if num_seeds == 1 or n == 1:
-        return None, num_seeds
-    return Mesh(np.asarray(devices()[:n]), ("seed",)), math.ceil(num_seeds / n) * n
+    per_device = math.ceil(num_seeds / n)
+    chunk = chunk_size(per_device, chunk_target)
+    replicas = n * math.ceil(per_device / chunk) * chunk
+    return (None if n == 1 else Mesh(np.asarray(devices()[:n]), ("seed",))), replicas
 
 
 def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:

@@ -21,8 +21,9 @@ by key): ``index`` is the position in the split, and for ``mnist1989``,
 Preparation also writes ``lecun_jax_digests.json`` beside the prepared files:
 where the digits came from (the shipped copy, a directory or a URL, with each
 source file's SHA-256) and the digest of every split's arrays as read from those
-files; :func:`lecun_jax.data.load` checks what it reads back against it, so an
-edited or truncated prepared copy is refused, not trained on.
+files. :func:`read_prepared` and :func:`prepared_record` read the two back, and
+:func:`lecun_jax.data.load` checks one against the other, so an edited or
+truncated prepared copy is refused, not trained on.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from lecun_jax import sources
+from lecun_jax import downloads, sources
 
 _CITATION_1989 = """@article{lecun1989backpropagation,
   title={Backpropagation Applied to Handwritten Zip Code Recognition},
@@ -168,7 +169,7 @@ class Mnist16(_Builder1989):
     EXTRA_FEATURES = {"source_index": np.int32}
 
     def _read(self, config, download_dir):
-        src = sources.mnist_source(config.source_dir, config.url or sources.MNIST_URL, _download_folder(download_dir))
+        src = downloads.mnist_source(config.source_dir, config.url or sources.MNIST_URL, _download_folder(download_dir))
         return {
             s: (sources.resize_mnist(x), y, {"source_index": np.arange(len(y), dtype=np.int32)})
             for s, (x, y) in src.items()
@@ -193,7 +194,8 @@ def source_record(name: str, config: SourceConfig, download_dir) -> dict:
         folder, out = Path(config.source_dir), {"kind": "directory", "directory": config.source_dir}
     elif config.url is not None:
         url = config.url
-        folder, out = _download_folder(download_dir) / sources.url_key(url), {"kind": "url", "url": sources.base_url(url)}
+        folder = _download_folder(download_dir) / downloads.url_key(url)
+        out = {"kind": "url", "url": downloads.base_url(url)}
     else:
         return sources.shipped_record(name)
     return out | {"files": {f: sources.sha256(folder / f) for f in _SOURCE_FILES[name]}}
@@ -211,7 +213,7 @@ def source_config(name: str, source_dir: str | os.PathLike | None, url: str | No
             return SHIPPED
         if url in (None, sources.MNIST_URL):
             return DOWNLOAD
-        return SourceConfig(name=sources.url_key(url), description=f"downloaded from {url}", url=url)
+        return SourceConfig(name=downloads.url_key(url), description=f"downloaded from {url}", url=url)
     what = f"data.source_dir must hold the official {name} files: {', '.join(_SOURCE_FILES[name])}"
     source_dir = sources.check_dir(source_dir, what).resolve()
     h = hashlib.sha256()
@@ -226,3 +228,51 @@ def source_config(name: str, source_dir: str | os.PathLike | None, url: str | No
         description=f"prepared from the files in {source_dir}",
         source_dir=str(source_dir),
     )
+
+
+# ---------------------------------------------------------------------------
+# Reading a prepared copy back.
+
+
+def read_prepared(builder, name: str, splits) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(images float32, labels int32) of each of ``splits`` of a prepared copy, in presentation order;
+    any failure to read it is a DataError naming it."""
+    where = builder.data_dir
+    out = {}
+    try:
+        data_sources = builder.as_data_source()
+        for split in splits:
+            items = data_sources[split].__getitems__(range(len(data_sources[split])))
+            images = np.stack([it["image"] for it in items]).astype(np.float32)
+            labels = np.asarray([it["label"] for it in items], dtype=np.int32)
+            order = np.asarray([it["index"] for it in items])
+            if not np.array_equal(order, np.arange(len(items))):
+                raise sources.DataError(f"{name}/{split}: the prepared examples in {where} are out of presentation order; "
+                                        "delete that folder and run again")
+            out[split] = (images, labels)
+    except sources.DataError:
+        raise
+    except Exception as e:  # riegeli's "Corrupted Riegeli/records file", TFDS's errors of a damaged copy, ...
+        raise unreadable(name, where, e) from None
+    return out
+
+
+def unreadable(name: str, folder, e: Exception) -> sources.DataError:
+    """The one-line DataError of a prepared copy in ``folder`` that TFDS cannot read (``e``)."""
+    reason = " ".join(str(e).split())
+    reason = reason if len(reason) <= 160 else reason[:157] + "..."
+    return sources.DataError(f"{name}: the prepared copy in {folder} cannot be read ({type(e).__name__}: {reason}); "
+                             "delete that folder and run again")
+
+
+def prepared_record(folder, name: str) -> dict:
+    """The :data:`DIGESTS` record written when the copy in ``folder`` was prepared (a DataError if absent or unreadable)."""
+    path = Path(folder) / DIGESTS
+    try:
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and isinstance(record.get("arrays"), dict):
+            return record
+    except (OSError, ValueError):
+        pass
+    raise sources.DataError(f"{name}: the prepared copy in {path.parent} has no readable record of what was prepared "
+                            f"({path.name}); delete that folder and run again")

@@ -47,7 +47,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
 from lecun_jax import augment as augment_lib
-from lecun_jax import losses, optimizers
+from lecun_jax import losses, optimizers, processes
 from lecun_jax.data import SPLITS
 from lecun_jax import model as model_lib
 from lecun_jax import modules
@@ -55,6 +55,10 @@ from lecun_jax import sdlm as sdlm_lib
 
 State = dict[str, Any]
 Loss = Callable[[jax.Array, jax.Array], jax.Array]  # (outputs (B, 10), labels (B,)) -> (B,)
+# Replicas trained side by side (vmapped) at a time on one device, by backend: on a CPU
+# a few networks' working set stays in cache, and more run one chunk after the other
+# (lax.map); elsewhere all at once. benchmarks/seeds.py measures it.
+REPLICA_CHUNK = {"cpu": 4}
 EVAL_CHUNK = 256  # examples per evaluation chunk: bounds the patch gathers' memory (chosen by benchmarks/speed.py)
 
 
@@ -145,6 +149,24 @@ def dropout_keys(key: jax.Array, steps: int) -> jax.Array:
     return jax.random.split(key, steps)
 
 
+def _batch_loss(model: nn.Module, loss_fn: Loss):
+    """``loss(params, model_state, images, labels, mask, key) -> (mean loss, new model_state)``
+    of one training batch (``mask``: which examples count; None: all)."""
+
+    def loss(params, model_state, images, labels, mask, key):
+        variables, rngs = {"params": params, **model_state}, {"dropout": key}
+        if model_state:  # batch statistics and the like: the step updates them
+            outputs, model_state = model.apply(variables, images, train=True, rngs=rngs, mutable=list(model_state))
+        else:
+            outputs = model.apply(variables, images, train=True, rngs=rngs)
+        per_example = loss_fn(outputs, labels)
+        if mask is None:
+            return jnp.mean(per_example), model_state
+        return jnp.sum(per_example * mask) / jnp.sum(mask), model_state
+
+    return loss
+
+
 def make_train_pass(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -174,18 +196,7 @@ def make_train_pass(
     padding = steps * batch_size - num_train
     shifting = augment is not None and augment.name == "shift"
 
-    def loss_of(params, model_state, images, labels, mask, key):
-        variables, rngs = {"params": params, **model_state}, {"dropout": key}
-        if model_state:  # batch statistics and the like: the step updates them
-            outputs, model_state = model.apply(variables, images, train=True, rngs=rngs, mutable=list(model_state))
-        else:
-            outputs = model.apply(variables, images, train=True, rngs=rngs)
-        per_example = loss_fn(outputs, labels)
-        if mask is None:
-            return jnp.mean(per_example), model_state
-        return jnp.sum(per_example * mask) / jnp.sum(mask), model_state
-
-    grad_fn = jax.grad(loss_of, has_aux=True)
+    grad_fn = jax.grad(_batch_loss(model, loss_fn), has_aux=True)
 
     def train_pass(state: State, images: jax.Array, labels: jax.Array) -> State:
         pass_key = jax.random.fold_in(state["rng"], state["pass"])
@@ -312,6 +323,7 @@ def make_epoch(
     mesh: Mesh | None = None,
     unroll: int = 1,
     evaluate_splits: bool = True,
+    chunk_target: int | None = None,
 ):
     """``epoch(state, data) -> (state, metrics)``, jitted with :func:`compiler_options`, the state donated.
 
@@ -320,8 +332,9 @@ def make_epoch(
     is not evaluated), and ``metrics['finite']`` whether every parameter is
     still finite. With ``num_seeds > 1`` everything has a leading replica
     axis: the replicas are ``vmap``-ped (their evaluation mapped, see below),
-    and the replica axis is split over ``mesh``'s devices by ``shard_map``
-    when given (data replicated).
+    in chunks of :func:`lecun_jax.processes.chunk_size` (``chunk_target``: see
+    :func:`replica_chunk_target`) one after the other, and the replica axis is
+    split over ``mesh``'s devices by ``shard_map`` when given (data replicated).
     """
     train_pass, evaluate = make_step_fns(config, parts, num_train, num_test, unroll=unroll)
     one = _pass_then_evaluate(train_pass, evaluate, evaluate_splits)
@@ -330,7 +343,8 @@ def make_epoch(
         # The one replica strategy: vmap (inside shard_map). The one exception: evaluation
         # runs one replica after the other (lax.map), each a plain batched computation,
         # since vmapped its replica-batched products are slower (benchmarks/README.md).
-        state = jax.vmap(train_pass, in_axes=(0, None, None))(state, data["train_images"], data["train_labels"])
+        train = lambda s: jax.vmap(train_pass, in_axes=(0, None, None))(s, data["train_images"], data["train_labels"])
+        state = _in_chunks(train, state, chunk_target)
         return state, lax.map(lambda s: evaluate(s, data, evaluate_splits), _evaluated_part(state))
 
     epoch = one if config.num_seeds == 1 else replicas
@@ -338,6 +352,23 @@ def make_epoch(
         sharded, replicated = PartitionSpec("seed"), PartitionSpec()
         epoch = jax.shard_map(epoch, mesh=mesh, in_specs=(sharded, replicated), out_specs=sharded, check_vma=False)
     return jax.jit(epoch, donate_argnums=0, compiler_options=compiler_options())
+
+
+def replica_chunk_target() -> int | None:
+    """The most replicas to vmap together on this backend's devices (None: all)."""
+    return REPLICA_CHUNK.get(jax.default_backend())
+
+
+def _in_chunks(fn, state: State, target: int | None) -> State:
+    """``fn`` (replicas -> replicas) over the leading axis in chunks, one after the other."""
+    replicas = jax.tree.leaves(state)[0].shape[0]
+    chunk = processes.chunk_size(replicas, target)
+    if chunk == replicas:
+        return fn(state)
+    if replicas % chunk:
+        raise ValueError(f"{replicas} replicas on a device do not split into chunks of {chunk}: see processes.replica_layout")
+    split = jax.tree.map(lambda a: a.reshape(replicas // chunk, chunk, *a.shape[1:]), state)
+    return jax.tree.map(lambda a: a.reshape(replicas, *a.shape[2:]), lax.map(fn, split))
 
 
 def make_train(config: ml_collections.ConfigDict, parts: Parts, data: dict[str, jax.Array], *, unroll: int = 1):

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from lecun_jax import data, sources
+from lecun_jax import data, downloads, sources
 from test_faults import launch, one_error_line
 
 
@@ -73,7 +73,7 @@ def test_two_urls_never_share_a_download(mirror, tmp_path):
         assert ds.source["kind"] == "url" and ds.source["url"] == f"{base}{name}/"
     assert (len(a.train), len(a.test), len(b.train), len(b.test)) == (50, 20, 80, 30)
     folders = {p.split("/")[0] for p in _cached(tmp_path)}
-    assert folders == {sources.url_key(base + "a/"), sources.url_key(base + "b/")}
+    assert folders == {downloads.url_key(base + "a/"), downloads.url_key(base + "b/")}
 
 
 def test_an_html_page_is_never_cached_and_a_fixed_mirror_works(mirror, tmp_path):
@@ -102,18 +102,18 @@ def test_downloads_from_a_listed_url_are_checked_against_its_checksums(mirror, t
     root, base, _ = mirror
     published = {name: ((root / "a" / name).stat().st_size, sources.sha256(root / "a" / name))
                  for pair in data.MNIST_FILES.values() for name in pair}
-    monkeypatch.setitem(sources.PUBLISHED_CHECKSUMS, base + "b/", published)  # b/ now "should" serve a/'s files
+    monkeypatch.setitem(downloads.PUBLISHED_CHECKSUMS, base + "b/", published)  # b/ now "should" serve a/'s files
     with pytest.raises(data.DataError, match=r"b/t(rain|10k)-.*: the download is not the MNIST file .*SHA-256 .* where the "
                                              r"published MNIST file has .* bytes, SHA-256 "):
         data.load("mnist", mnist_url=base + "b/", data_dir=tmp_path)
     assert _cached(tmp_path) == []
-    monkeypatch.setitem(sources.PUBLISHED_CHECKSUMS, base + "a/", published)
+    monkeypatch.setitem(downloads.PUBLISHED_CHECKSUMS, base + "a/", published)
     assert len(data.load("mnist", mnist_url=base + "a/", data_dir=tmp_path).train) == 50
 
 
 def test_the_published_checksums_are_the_official_files(shared_data):
     """The table's test files against the reference copies (whose md5 are LeCun's published ones)."""
-    table = sources.PUBLISHED_CHECKSUMS[sources.MNIST_URL]
+    table = downloads.PUBLISHED_CHECKSUMS[sources.MNIST_URL]
     md5 = {"t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3", "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
     for name, digest in md5.items():
         path = shared_data / "mnist" / name

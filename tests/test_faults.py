@@ -1,5 +1,6 @@
 """Bad data, diverging runs, kill -9, determinism across processes, sweeps that lose a row."""
 
+import contextlib
 import errno
 import gzip
 import json
@@ -26,10 +27,24 @@ def launch(*args, wait=True, sigint=None):
     control starts with SIGINT ignored); None leaves it inherited."""
     cmd = [sys.executable, str(REPO / "launch.py"), *args]
     if not wait:
-        preexec = None if sigint is None else (lambda: signal.signal(signal.SIGINT, sigint))
-        return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=preexec)
+        with _sigint_at_exec(sigint):
+            return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+@contextlib.contextmanager
+def _sigint_at_exec(sigint):
+    """This process's SIGINT set so that a child started inside gets ``sigint`` at exec:
+    exec resets a caught signal to its default and keeps an ignored one ignored. Set here,
+    not in a preexec_fn, which would fork a multithreaded (JAX) process."""
+    if sigint is None:
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.default_int_handler if sigint == signal.SIG_DFL else signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def one_error_line(result) -> str:

@@ -86,12 +86,12 @@ def test_the_import_graph_has_no_cycle():
 # modules before it, lazy imports included. A new module takes its place here.
 ORDER = (
     "reporting", "sources", "conv", "losses", "augment", "sdlm", "processes",  # import nothing of the package
-    "tfds_datasets", "data",  # the digits
+    "downloads", "tfds_datasets", "data",  # the digits
     "model", "modules", "optimizers", "train",  # the network, a user's parts, and the training step
     "config",  # the run's fields, checked against the choices the modules below define
     "workdir", "checkpoints", "logs", "plots", "runs",  # what the host loop keeps, tells and reloads
     "experiment",  # the host loop
-    "together", "scaling", "sweep",  # sweeps
+    "together", "scaling", "sweep", "distributions",  # sweeps, and rows over many seeds
     "cli",  # the command line
 )
 
