@@ -4,6 +4,7 @@
     python benchmarks/accelerator.py              # every section (the table: 100 seeds per row)
     python benchmarks/accelerator.py --table_seeds=5 --sections=default,table
     python benchmarks/accelerator.py --passes=1 --table_seeds=2   # a smoke test: does it run?
+    python benchmarks/accelerator.py --sections=distributions       # every distribution row, 1,000 seeds
 
 First prints JAX's backend and devices (from a child ``python -c``), with a
 warning when the backend is the CPU. Then each section runs ``python launch.py
@@ -13,6 +14,11 @@ warning when the backend is the CPU. Then each section runs ``python launch.py
   seeds    ``python launch.py --config.num_seeds=10``
   table    the ablation table, ``--config=configs/ablations.py:all
            --config.num_seeds=100`` (--table_seeds): five rows, one sweep
+  distributions  (not by default) ``python -m lecun_jax.distributions run
+           --seeds=1000`` (--distribution_seeds): the eight rows of
+           results/, each written in the same CSV format into
+           --distribution_results, so ``python -m lecun_jax.distributions
+           report`` redraws the table and figures from them unchanged
 
 For each: the process's wall time (start to exit), the run's phases (data,
 compile, passes) from its summary.json, the test error (mean ± std over the
@@ -36,7 +42,11 @@ from pathlib import Path
 from absl import app, flags
 
 REPO = Path(__file__).resolve().parents[1]
-flags.DEFINE_list("sections", ["default", "seeds", "table"], "Sections to run.")
+SECTIONS = ("default", "seeds", "table", "distributions")
+flags.DEFINE_list("sections", ["default", "seeds", "table"], f"Sections to run, of {', '.join(SECTIONS)}.")
+flags.DEFINE_integer("distribution_seeds", 1000, "Seeds per row of the distributions section.")
+flags.DEFINE_string("distribution_results", str(REPO / "benchmarks" / "results" / "distributions"),
+                    "Where the distributions section writes its CSV files, table and figures.")
 flags.DEFINE_integer("table_seeds", 100, "Seeds per row of the ablation table.")
 flags.DEFINE_integer("passes", None, "If set, --config.train.passes=N for every child (a smoke test).")
 flags.DEFINE_string("out", str(REPO / "benchmarks" / "results" / "accelerator.json"), "JSON output path.")
@@ -107,11 +117,26 @@ def pm(mean, std) -> str:
     return "—" if mean is None else f"{mean:.2f}%" if std is None else f"{mean:.2f} ± {std:.2f}%"
 
 
+def distributions(extra: list[str]) -> dict:
+    """Every distribution row with --distribution_seeds seeds, then the report drawn from them."""
+    runs = Path(tempfile.mkdtemp(prefix="lecun_jax_distributions_"))
+    command = [sys.executable, "-m", "lecun_jax.distributions", "run", f"--seeds={FLAGS.distribution_seeds}",
+               f"--runs={runs}", f"--results={FLAGS.distribution_results}", *(f"--override={e}" for e in extra)]
+    print(f"[distributions] {' '.join(command[1:])} ...", flush=True)
+    t = time.perf_counter()
+    subprocess.run(command, cwd=REPO, env=child_env(), check=True)
+    wall = time.perf_counter() - t
+    subprocess.run([sys.executable, "-m", "lecun_jax.distributions", "report", FLAGS.distribution_results],
+                   cwd=REPO, env=child_env(), check=True)
+    print(f"[distributions] wall {wall:.1f} s; runs kept in {runs}", flush=True)
+    return {"command": " ".join(command[1:]), "wall_s": wall, "results": FLAGS.distribution_results}
+
+
 def main(argv):
     del argv
-    unknown = set(FLAGS.sections) - {"default", "seeds", "table"}
+    unknown = set(FLAGS.sections) - set(SECTIONS)
     if unknown:
-        raise app.UsageError(f"--sections: unknown {', '.join(sorted(unknown))} (valid: default, seeds, table)")
+        raise app.UsageError(f"--sections: unknown {', '.join(sorted(unknown))} (valid: {', '.join(SECTIONS)})")
     results: dict = {"machine": os.uname().nodename, "cores": os.cpu_count(), "passes_override": FLAGS.passes}
     results |= probe()
     print(f"JAX backend: {results['backend']}; devices: {results['devices']}", flush=True)
@@ -143,6 +168,9 @@ def main(argv):
             wall = "" if row["wall_s"] is None else f", wall {row['wall_s']:.1f} s"
             print(f"    {name:13s} {row['passes']:3d} passes x {row['seeds']} seeds: test "
                   f"{pm(row['test_error_mean'], row['test_error_std'])}{ref}{wall}{status}", flush=True)
+
+    if "distributions" in FLAGS.sections:
+        results["distributions"] = distributions(extra)
 
     out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,8 @@ def train_and_evaluate(
     """
     start, startup_s = time.perf_counter(), logs.process_age()
     config_lib.validate(config)
-    modules.check_parts(model, optimizer, loss, num_seeds=config.num_seeds)  # before the workdir is touched
+    modules.check_parts(model, optimizer, loss, num_seeds=config.num_seeds,  # before the workdir is touched
+                        stateless=config.optimizer.name == "sdlm" and optimizer is None)
     workdir = Path(workdir)
     given = describe_parts(model, optimizer, loss, init_states)
     writer = processes.process_index() == 0
@@ -364,8 +365,9 @@ def _save_test_outputs(run: _Run, params, model_state: dict) -> None:
     """The final networks' outputs on the test split, for plots and notebooks."""
     test = run.dataset.test
     predict = train_lib.make_predict(run.parts.model, len(test))
-    if run.config.num_seeds > 1:
-        predict = jax.vmap(predict, in_axes=(0, None, 0))
+    if run.config.num_seeds > 1:  # one replica after the other, as in evaluation: memory bounded by one
+        one = predict
+        predict = lambda p, x, s: jax.lax.map(lambda ps: one(ps[0], x, ps[1]), (p, s))
     outputs = np.asarray(jax.jit(predict)(params, test.images, model_state))
     outputs = outputs if run.config.num_seeds > 1 else outputs[None]
     reporting.write_npz(run.workdir / reporting.TEST_OUTPUTS, outputs=outputs.astype(np.float32), labels=test.labels)

@@ -124,18 +124,19 @@ def class_name(model) -> str:
     return model.user_class.__name__ if isinstance(model, NNXModule) else type(model).__name__
 
 
-def check_parts(model=None, optimizer=None, loss=None, *, num_seeds: int = 1) -> None:
-    """Raises :class:`PartError` with one line for a part that training cannot use."""
+def check_parts(model=None, optimizer=None, loss=None, *, num_seeds: int = 1, stateless: bool = False) -> None:
+    """Raises :class:`PartError` with one line for a part that training cannot use
+    (``stateless``: the module must keep nothing beside its parameters)."""
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         raise PartError(f"optimizer is {type(optimizer).__name__}; an optimizer must be an optax.GradientTransformation "
                         "(e.g. optax.sgd(0.01))")
     if model is not None:
-        _check_model(model, num_seeds)
+        _check_model(model, num_seeds, stateless)
     if loss is not None:
         _check_loss(loss)
 
 
-def _check_model(model, num_seeds: int) -> None:
+def _check_model(model, num_seeds: int, stateless: bool) -> None:
     if isinstance(model, nn.Module) and "train" not in inspect.signature(model.__call__).parameters:
         raise PartError(f"model {type(model).__name__}: its __call__ takes no 'train' argument; a linen model is "
                         "called as __call__(self, x, *, train: bool) (dropout and batch norm switch on it)")
@@ -159,6 +160,9 @@ def _check_model(model, num_seeds: int) -> None:
     if getattr(outputs, "shape", None) != (2, CLASSES):
         got = getattr(outputs, "shape", type(outputs).__name__)
         raise PartError(f"model returned {got} for (2, 16, 16, 1) digits; a model must return (batch, 10) scores")
+    if stateless and set(variables) != {"params"}:
+        raise PartError(f"model keeps {', '.join(sorted(set(variables) - {'params'}))} beside its params; the sdlm "
+                        "optimiser's curvature needs a module without: use optimizer.name=sgd or adamw")
 
 
 def _check_loss(loss) -> None:

@@ -62,8 +62,10 @@ def device_info(mesh: Mesh | None = None) -> dict:
 
 def chunk_size(per_device: int, target: int | None) -> int:
     """How many of a device's ``per_device`` replicas train side by side (vmapped) at a time:
-    all when ``target`` is None, else as even chunks of at most ``target``."""
-    if target is None or per_device <= target:
+    all when ``target`` is None or when they are at most twice it (a vmap that wide costs
+    about the same per replica: better than spare replicas), else even chunks of at most
+    ``target``."""
+    if target is None or per_device <= 2 * target:
         return per_device
     return math.ceil(per_device / math.ceil(per_device / target))
 

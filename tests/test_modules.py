@@ -232,6 +232,13 @@ def test_a_part_that_does_not_fit_is_refused_in_one_line_before_anything_runs(tm
     assert not (tmp_path / "run").exists()  # nothing written: not even the workdir
 
 
+def test_the_sdlm_optimiser_refuses_a_module_with_batch_statistics(tmp_path):
+    c = _config(optimizer__name="sdlm", optimizer__learning_rate=0.001)
+    with pytest.raises(PartError, match=r"^model keeps batch_stats beside its params; the sdlm optimiser's curvature"):
+        lecun_jax.train_and_evaluate(c, tmp_path / "run", model=BatchNormCNN(), **quiet)
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_command_line_maps_a_part_error_to_one_line_and_exit_2(capsys):
     from lecun_jax import cli
 

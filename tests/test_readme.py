@@ -202,7 +202,8 @@ def test_the_python_blocks_run_in_order(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "mlp" / "summary.json").is_file()
     assert set(ns["run"].params) == {"Dense_0", "Dense_1"}
     assert sum(x.size for x in jax.tree.leaves(ns["run"].params)) == 8020
-    assert np.shape(ns["metrics"]["test"]["misses"]) == (8, ns["c"].train.passes)
+    assert (tmp_path / "runs" / "cnn" / "model_state.npz").is_file()  # the NNX CNN's batch statistics
+    assert type(ns["cnn"]).__name__ == "CNN" and ns["cnn"].bn.use_running_average  # trained, in evaluation mode
     assert ns["usps"].train.images.shape == (7291, 16, 16, 1)
     assert len(ns["usps"].train) == 7291 and len(ns["mnist"].train) == 7291
     assert ns["scores"].shape == (5, 10)
