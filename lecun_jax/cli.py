@@ -47,10 +47,12 @@ def _stop_job(line: str, code: int) -> None:
     shutdown barrier, which would wait for processes that are stopping too."""
     if processes.announce_stop(line, code):
         time.sleep(STOP_GRACE_S)  # process 0 holds the job's store: the others read it from there
+        sys.stdout.flush()  # os._exit skips it: keep what the run printed
         os._exit(code)
 
 
 def _stopped_elsewhere(line: str, code: int) -> None:
+    sys.stdout.flush()
     print(f"error: {line}", file=sys.stderr, flush=True)
     os._exit(code)
 

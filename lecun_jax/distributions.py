@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in report(args.results):
             print(f"wrote {path}")
         return 0
+    if not (REPO / "launch.py").is_file():  # an installed copy: the configs and launch.py live in the checkout
+        parser.error("run needs the repository's launch.py and configs/: run it from the checkout's root")
     known = {f"{r.dataset}/{r.name}": r for r in ROWS}
     wanted = [w for w in args.rows.split(",") if w] or list(known)
     unknown = [w for w in wanted if w not in known]
