@@ -137,6 +137,9 @@ def read(results: Path) -> list[dict]:
     for path in sorted(results.glob("*.csv"), key=lambda p: (order.get(p.stem, len(order)), p.stem)):
         with open(path, newline="") as f:
             lines = list(csv.DictReader(f))
+        if not path.with_suffix(".json").is_file():
+            raise SystemExit(f"error: {path}: no manifest {path.with_suffix('.json').name} beside it; "
+                             "write both with `run` (or distributions.export)")
         manifest = json.loads(path.with_suffix(".json").read_text())
         rows.append({"key": path.stem, "dataset": manifest["dataset"], "row": manifest["row"], "manifest": manifest,
                      "test_error": np.asarray([float(l["test_error"]) for l in lines]),

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from lecun_jax import data as data_lib
-from lecun_jax import reporting
 
 PROGRESS_AFTER_S = 3.0  # print elapsed time and ETA once a run is past this
 
