@@ -134,10 +134,12 @@ def bench_costs() -> dict:
 def bench_process() -> dict:
     if not FLAGS.old:
         raise app.UsageError("--sections=process needs --old")
-    args = ["--config.num_seeds=100", "--config.train.passes=3"]
+    passes = 3
+    args = ["--config.num_seeds=100", f"--config.train.passes={passes}"]
     # The third run evaluates only after the last pass: how much of the whole process the
     # evaluation of the passes before it costs (the default evaluates after every pass).
-    runs = {"old": ("old", args), "new": ("new", args), "new_last_eval": ("new", args + ["--config.train.eval_every=3"])}
+    runs = {"old": ("old", args), "new": ("new", args),
+            "new_last_eval": ("new", args + [f"--config.train.eval_every={passes}"])}
     walls = {name: [] for name in runs}
     for _ in range(FLAGS.repeats):
         for name, (tree, run_args) in runs.items():
