@@ -14,10 +14,10 @@ warning when the backend is the CPU. Then each section runs ``python launch.py
   seeds    ``python launch.py --config.num_seeds=10``
   table    the ablation table, ``--config=configs/ablations.py:all
            --config.num_seeds=100`` (--table_seeds): five rows, one sweep
-  distributions  (not by default) ``python -m lecun_jax.distributions run
+  distributions  (not by default) ``python -m lecun_jax.studies.distributions run
            --seeds=1000`` (--distribution_seeds): the eight rows of
            results/, each written in the same CSV format into
-           --distribution_results, so ``python -m lecun_jax.distributions
+           --distribution_results, so ``python -m lecun_jax.studies.distributions
            report`` redraws the table and figures from them unchanged
 
 For each: the process's wall time (start to exit), the run's phases (data,
@@ -120,13 +120,13 @@ def pm(mean, std) -> str:
 def distributions(extra: list[str]) -> dict:
     """Every distribution row with --distribution_seeds seeds, then the report drawn from them."""
     runs = Path(tempfile.mkdtemp(prefix="lecun_jax_distributions_"))
-    command = [sys.executable, "-m", "lecun_jax.distributions", "run", f"--seeds={FLAGS.distribution_seeds}",
+    command = [sys.executable, "-m", "lecun_jax.studies.distributions", "run", f"--seeds={FLAGS.distribution_seeds}",
                f"--runs={runs}", f"--results={FLAGS.distribution_results}", *(f"--override={e}" for e in extra)]
     print(f"[distributions] {' '.join(command[1:])} ...", flush=True)
     t = time.perf_counter()
     subprocess.run(command, cwd=REPO, env=child_env(), check=True)
     wall = time.perf_counter() - t
-    subprocess.run([sys.executable, "-m", "lecun_jax.distributions", "report", FLAGS.distribution_results],
+    subprocess.run([sys.executable, "-m", "lecun_jax.studies.distributions", "report", FLAGS.distribution_results],
                    cwd=REPO, env=child_env(), check=True)
     print(f"[distributions] wall {wall:.1f} s; runs kept in {runs}", flush=True)
     return {"command": " ".join(command[1:]), "wall_s": wall, "results": FLAGS.distribution_results}

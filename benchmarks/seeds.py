@@ -57,7 +57,9 @@ def _chunk(spec: str) -> dict:
     import jax
 
     from lecun_jax import config as config_lib
-    from lecun_jax import data, processes, train
+    from lecun_jax import data
+    from lecun_jax.run import processes
+    from lecun_jax.core import train
 
     path, _, arg = spec.partition(":")
     c = config_lib.load_file(REPO / path, arg or None)

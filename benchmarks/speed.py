@@ -42,7 +42,9 @@ import numpy as np
 from absl import app, flags
 
 from lecun_jax import config as config_lib  # noqa: E402
-from lecun_jax import data, losses, processes, train  # noqa: E402
+from lecun_jax import data  # noqa: E402
+from lecun_jax.core import losses, train  # noqa: E402
+from lecun_jax.run import processes  # noqa: E402
 
 flags.DEFINE_list("sections", ["step", "pyloop", "run", "seeds", "batch", "torch"], "Sections to run.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats per figure (the median is reported).")
@@ -107,7 +109,7 @@ class _PortNet:
     def module():
         import flax.linen as nn
 
-        from lecun_jax import model as model_lib
+        from lecun_jax.core import model as model_lib
 
         class PortNet(nn.Module):
             @nn.compact

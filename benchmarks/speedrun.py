@@ -30,7 +30,9 @@ import numpy as np
 from absl import app, flags
 
 from lecun_jax import config as config_lib  # noqa: E402
-from lecun_jax import data, processes, train  # noqa: E402
+from lecun_jax import data  # noqa: E402
+from lecun_jax.run import processes  # noqa: E402
+from lecun_jax.core import train  # noqa: E402
 
 flags.DEFINE_integer("repeats", 3, "Timed runs per recipe (the median is reported).")
 flags.DEFINE_integer("seed", 1337, "Seed of the timed single-network runs.")

@@ -63,7 +63,8 @@ if os.environ.get("BENCH_THREEFRY") == "unrolled":  # the lowering JAX uses off 
     from jax._src.random import threefry2x32 as tf
     mlir.register_lowering(tf.threefry2x32_p, mlir.lower_fun(
         partial(tf._threefry2x32_lowering, use_rolled_loops=False), multiple_results=True), platform="cpu")
-from lecun_jax import config as C, data, losses, train
+from lecun_jax import config as C, data
+from lecun_jax.core import losses, train
 old = os.path.exists("lecun_jax/fused.py")
 ds = data.load("mnist1989")
 x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)

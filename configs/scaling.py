@@ -11,7 +11,7 @@ and networks of width {0.5, 1, 2, 4} (feature maps and H3 units x width;
 (mnist1989's test split; usps's own). Both splits are evaluated every 10
 passes and after the last. Seeds run in one compiled program, sharded over
 the devices; each (size, width) is its own program. `python -m
-lecun_jax.scaling runs/scaling` draws the heatmap and curves and writes
+lecun_jax.studies.scaling runs/scaling` draws the heatmap and curves and writes
 scaling.csv (the sweep does it at the end). On the project's 2-core CPU the
 mnist sweep takes about 45 min, the usps one 36 min (docs/results.md, "33 years from now").
 """

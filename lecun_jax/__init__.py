@@ -6,23 +6,18 @@
     net = lecun_jax.Net1989()                        # the 9,760-parameter network
     params = lecun_jax.model.init(net, jax.random.PRNGKey(0))
 
-Submodules load on first use (``lecun_jax.data`` imports ``lecun_jax.data``),
-so ``import lecun_jax`` itself imports neither JAX nor TensorFlow Datasets,
-matplotlib or tensorboardX. :func:`lecun_jax.data.load` registers the
-TFDS builders ``mnist1989``, ``usps`` and ``mnist16`` (``lecun_jax.tfds_datasets``)
-before it asks TFDS for them.
+The package, in folders (tests/test_imports.py holds each to its rule)::
 
-The modules, bottom to top; imports only go downwards, lazy ones included
-(tests/test_imports.py)::
+    core/      the network, a user's parts, losses, shifts, optimisers, training: pure JAX
+    data/      the digits: file readers, downloads, TFDS builders, load()
+    config     every config field, its default and its check
+    run/       the host loop: processes, workdir, checkpoints, logs, plots, train_and_evaluate
+    studies/   sweeps, rows trained together, scaling, many-seed distributions
+    cli        the command line's one-line errors (launch.py)
 
-    reporting, sources, conv, losses, augment, sdlm, processes   import nothing of the package
-    downloads, tfds_datasets, data       the digits: data -> tfds_datasets -> downloads -> sources
-    model, modules, optimizers, train    the network, a user's parts (linen or NNX), the training step
-    config                               the run's fields, checked against the choices above
-    workdir, checkpoints, logs, plots, runs   what the host loop keeps, tells and reloads
-    experiment                           the host loop: train_and_evaluate
-    together, scaling, sweep, distributions   sweeps, and rows over many seeds
-    cli (and launch.py)                  the command line
+Submodules load on first use, under their short names too (``lecun_jax.model`` is
+``lecun_jax.core.model``), so ``import lecun_jax`` itself imports neither JAX nor
+TensorFlow Datasets, matplotlib or tensorboardX.
 """
 
 from __future__ import annotations
@@ -32,28 +27,35 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "augment", "checkpoints", "cli", "config", "conv", "data", "distributions", "downloads", "experiment", "logs",
-    "losses", "model", "modules", "optimizers", "plots", "processes", "reporting", "runs", "scaling", "sdlm",
-    "sources", "sweep", "tfds_datasets", "together", "train", "workdir",
-)
-_ATTRIBUTES = {"load_run": "runs", "train_and_evaluate": "experiment", "Net1989": "model", "make_train": "train"}
+# Short name -> the module, for notebooks: lecun_jax.model, lecun_jax.sdlm, ...
+_SUBMODULES = {
+    **{m: f"core.{m}" for m in ("augment", "conv", "losses", "model", "modules", "optimizers", "sdlm", "train")},
+    **{m: f"data.{m}" for m in ("downloads", "sources", "tfds_datasets")},
+    **{m: f"run.{m}" for m in ("checkpoints", "experiment", "logs", "processes", "reporting", "runs", "workdir")},
+    **{m: f"studies.{m}" for m in ("scaling", "sweep", "together")},
+    # the commands python -m lecun_jax.distributions and lecun_jax.plots run
+    **{m: m for m in ("cli", "config", "data", "files", "core", "run", "studies", "distributions", "plots")},
+}
+_ATTRIBUTES = {"load_run": "run.runs", "train_and_evaluate": "run.experiment", "Net1989": "core.model",
+               "make_train": "core.train"}
 
 __all__ = ["Net1989", "load_run", "make_train", "train_and_evaluate", *_SUBMODULES]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
-    from lecun_jax import augment, checkpoints, cli, config, conv, data, downloads, experiment, logs, losses  # noqa: F401
-    from lecun_jax import model, modules, optimizers, plots, processes, reporting, runs, scaling, sdlm, sources  # noqa: F401
-    from lecun_jax import distributions, sweep, tfds_datasets, together, train, workdir  # noqa: F401
-    from lecun_jax.experiment import train_and_evaluate  # noqa: F401
-    from lecun_jax.runs import load_run  # noqa: F401
-    from lecun_jax.model import Net1989  # noqa: F401
-    from lecun_jax.train import make_train  # noqa: F401
+    from lecun_jax import cli, config, data, distributions, files, plots  # noqa: F401
+    from lecun_jax.core import augment, conv, losses, model, modules, optimizers, sdlm, train  # noqa: F401
+    from lecun_jax.core.model import Net1989  # noqa: F401
+    from lecun_jax.core.train import make_train  # noqa: F401
+    from lecun_jax.data import downloads, sources, tfds_datasets  # noqa: F401
+    from lecun_jax.run import checkpoints, experiment, logs, processes, reporting, runs, workdir  # noqa: F401
+    from lecun_jax.run.experiment import train_and_evaluate  # noqa: F401
+    from lecun_jax.run.runs import load_run  # noqa: F401
+    from lecun_jax.studies import scaling, sweep, together  # noqa: F401
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
+        value = importlib.import_module(f"{__name__}.{_SUBMODULES[name]}")
     elif name in _ATTRIBUTES:
         value = getattr(importlib.import_module(f"{__name__}.{_ATTRIBUTES[name]}"), name)
     else:

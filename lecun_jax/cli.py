@@ -25,9 +25,9 @@ from absl import flags
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import experiment, processes
-from lecun_jax.modules import PartError
-from lecun_jax.workdir import WorkdirError
+from lecun_jax.run import experiment, processes
+from lecun_jax.core.modules import PartError
+from lecun_jax.run.workdir import WorkdirError
 
 USAGE, FAULT, INTERRUPTED = 2, 1, 130
 STOP_GRACE_S = 1.0  # a stopping process of a job waits this long for the others to read why
@@ -241,7 +241,7 @@ def run(config, workdir: str, **kwargs) -> dict:
 
 def run_sweep(spec: str, config, workdir: str, **kwargs) -> list[dict]:
     """sweep.run with the command line's overrides; exit 1 if any row failed."""
-    from lecun_jax import sweep
+    from lecun_jax.studies import sweep
 
     overrides = {p: config_lib.get_path(config, p) for p in override_paths(sys.argv)}
     with one_line_errors():

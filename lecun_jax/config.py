@@ -21,7 +21,8 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from lecun_jax import augment, data, losses, model, optimizers, sdlm
+from lecun_jax.core import augment, losses, model, optimizers, sdlm
+from lecun_jax import data
 from lecun_jax.data import ConfigError  # noqa: F401  (defined beside the size rules, which raise it after loading too)
 
 

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lecun_jax import augment, data, losses, optimizers, train
+from lecun_jax.core import augment, losses, optimizers, train
+from lecun_jax import data
 from lecun_jax import config as config_lib
 from conftest import REPO
 
@@ -86,7 +87,7 @@ def test_random_shifts_cover_the_range_uniformly():
 
 
 def test_dropout_is_off_at_eval_and_scales_in_training():
-    from lecun_jax import model as M
+    from lecun_jax.core import model as M
 
     params = M.init(M.Net1989(), jax.random.PRNGKey(0))
     x = jax.random.uniform(jax.random.PRNGKey(1), (64, 16, 16, 1), minval=-1, maxval=1)

@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from lecun_jax import data, sources
+from lecun_jax import data
+from lecun_jax.data import sources
 
 # From ../shared/data/README.md (independent of this package).
 USPS_MD5 = {"zip.train.gz": "c34cea394b11a40959714d43488f4c93", "zip.test.gz": "dcd52277c5465428eb15ad72af9ef5c3"}

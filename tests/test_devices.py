@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, losses, processes, train
-from lecun_jax import model as M
+from lecun_jax.run import experiment, processes
+from lecun_jax.core import losses, train
+from lecun_jax.core import model as M
 from conftest import REPO
 from reference import karpathy_forward, mse_1989
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import lecun_jax
-from lecun_jax import distributions, reporting
+from lecun_jax.studies import distributions
+from lecun_jax.run import reporting
 from conftest import REPO, small_config
 
 SAMPLE = REPO / "tests" / "data" / "distributions_sample"  # 3 rows x 3 seeds of a short run, made by `run`

@@ -11,7 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from lecun_jax import data, downloads, sources
+from lecun_jax import data
+from lecun_jax.data import downloads, sources
 from test_faults import launch, one_error_line
 
 

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from lecun_jax import cli, data, experiment, reporting
+from lecun_jax import cli, data
+from lecun_jax.run import experiment, reporting
 from lecun_jax import config as config_lib
 from conftest import REPO
 

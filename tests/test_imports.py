@@ -10,35 +10,38 @@ PACKAGE = REPO / "lecun_jax"
 HEAVY = ("tensorflow_datasets", "orbax", "matplotlib", "tensorboardX")
 
 
+def module_name(path) -> str:
+    """lecun_jax/core/train.py -> lecun_jax.core.train; a folder's __init__.py -> the folder."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports anywhere in its file (functions included).
 
-    The package itself (``__init__.py``) is the node ``lecun_jax``.
+    A folder's ``__init__.py`` is the node of the folder (``lecun_jax.data``).
     """
-    modules = {p.stem: p for p in sorted(PACKAGE.glob("*.py"))}
-    names = {("lecun_jax" if m == "__init__" else f"lecun_jax.{m}") for m in modules}
+    paths = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
     def node(qualified: str) -> str | None:
-        while qualified not in names and "." in qualified:  # lecun_jax.plots.save_figure -> lecun_jax.plots
+        while qualified not in paths and "." in qualified:  # lecun_jax.run.plots.figure -> lecun_jax.run.plots
             qualified = qualified.rsplit(".", 1)[0]
-        return qualified if qualified in names else None
+        return qualified if qualified in paths else None
 
     graph = {}
-    for stem, path in modules.items():
-        me = "lecun_jax" if stem == "__init__" else f"lecun_jax.{stem}"
+    for me, path in paths.items():
+        package = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
         edges = set()
         for n in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(n, ast.Import):
                 targets = [a.name for a in n.names]
             elif isinstance(n, ast.ImportFrom):
-                if n.level:  # relative: from . import x / from .x import y
-                    base = me if stem == "__init__" else me.rsplit(".", 1)[0]
-                    for _ in range(n.level - 1):
-                        base = base.rsplit(".", 1)[0]
-                    module = f"{base}.{n.module}" if n.module else base
-                else:
-                    module = n.module or ""
-                targets = [f"{module}.{a.name}" for a in n.names]  # a submodule, or a name in module
+                base = package
+                for _ in range(max(n.level - 1, 0)):
+                    base = base.rsplit(".", 1)[0]
+                module = (f"{base}.{n.module}" if n.module else base) if n.level else (n.module or "")
+                # each name: a submodule, or a name defined in module
+                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in paths else module for a in n.names]
             else:
                 continue
             for t in targets:
@@ -77,31 +80,48 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert "lecun_jax.data" in graph and graph["lecun_jax.tfds_datasets"]  # the walk found the package
+    assert "lecun_jax.data" in graph and graph["lecun_jax.data.tfds_datasets"]  # the walk found the package
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-# The modules bottom to top (lecun_jax/__init__.py's layers): a module imports only
-# modules before it, lazy imports included. A new module takes its place here.
-ORDER = (
-    "reporting", "sources", "conv", "losses", "augment", "sdlm", "processes",  # import nothing of the package
-    "downloads", "tfds_datasets", "data",  # the digits
-    "model", "modules", "optimizers", "train",  # the network, a user's parts, and the training step
-    "config",  # the run's fields, checked against the choices the modules below define
-    "workdir", "checkpoints", "logs", "plots", "runs",  # what the host loop keeps, tells and reloads
-    "experiment",  # the host loop
-    "together", "scaling", "sweep", "distributions",  # sweeps, and rows over many seeds
-    "cli",  # the command line
-)
+# What each part of the package may import of the package (lazy imports included). The
+# core is pure JAX: it may import nothing of the host, so a notebook or another
+# codebase can take it alone.
+ALLOWED = {
+    "core": {"core"},
+    "files": set(),
+    "data": {"data", "files"},
+    "config": {"core", "data"},
+    "run": {"core", "data", "config", "files", "run"},
+    "studies": {"core", "data", "config", "files", "run", "studies"},
+    "cli": {"core", "data", "config", "files", "run", "studies"},
+    "distributions": {"studies"},  # the commands python -m lecun_jax.distributions and lecun_jax.plots
+    "plots": {"run"},
+}
 
 
-def test_imports_go_down_the_layers_only():
-    graph = {m.removeprefix("lecun_jax."): {t.removeprefix("lecun_jax.") for t in ts}
-             for m, ts in import_graph().items() if m != "lecun_jax"}  # the package's lazy attributes: the top
-    assert sorted(graph) == sorted(ORDER), "a module is missing from ORDER, or ORDER names one that is gone"
-    upward = sorted(f"{m} imports {t}" for m, ts in graph.items() for t in ts if ORDER.index(t) > ORDER.index(m))
-    assert upward == []
+def part(module: str) -> str:
+    """lecun_jax.core.train -> core; lecun_jax.config -> config."""
+    return module.split(".")[1]
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} imports {t}" for m, ts in graph.items() for t in ts if part(t) not in ALLOWED[part(m)])
+
+
+def test_each_part_imports_only_what_its_rule_allows():
+    graph = {m: ts for m, ts in import_graph().items() if m != "lecun_jax"}  # the package's lazy attributes: the top
+    assert {part(m) for m in graph} == set(ALLOWED), "a part of the package is missing from ALLOWED, or is gone"
+    assert {"lecun_jax.core.train", "lecun_jax.run.experiment", "lecun_jax.data"} <= set(graph)  # the walk found them
+    assert "lecun_jax.core.model" in graph["lecun_jax.core.train"]  # and their imports
+    assert violations(graph) == []
+
+
+def test_the_rule_catches_the_core_importing_the_host():
+    assert violations({"lecun_jax.core.train": {"lecun_jax.run.processes", "lecun_jax.core.sdlm"},
+                       "lecun_jax.run.experiment": {"lecun_jax.core.train"}}) == [
+        "lecun_jax.core.train imports lecun_jax.run.processes"]
 
 
 def test_find_cycle_finds_lazy_cycles():
@@ -119,7 +139,7 @@ def test_the_package_attributes_load_on_use():
     code = (
         "import lecun_jax, sys; assert 'lecun_jax.data' not in sys.modules; "
         "from lecun_jax import reporting; "
-        "assert lecun_jax.data.load and lecun_jax.Net1989 is lecun_jax.model.Net1989 and lecun_jax.load_run; "
+        "assert lecun_jax.data.load and lecun_jax.Net1989 is lecun_jax.core.model.Net1989 and lecun_jax.load_run; "
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -129,7 +149,8 @@ def test_the_package_attributes_load_on_use():
 def test_config_choices_are_their_home_modules_objects():
     """Each choice list is defined once: config's rules hold the home module's object itself,
     and config.py spells out no choice list, no dataset size and no URL of its own."""
-    from lecun_jax import augment, config, data, losses, model, optimizers, sdlm
+    from lecun_jax.core import augment, losses, model, optimizers, sdlm
+    from lecun_jax import config, data
 
     homes = {
         "data.name": data.DATASETS, "data.train_subset": data.SUBSETS,

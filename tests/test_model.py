@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lecun_jax import conv as conv_lib
-from lecun_jax import model as M
+from lecun_jax.core import conv as conv_lib
+from lecun_jax.core import model as M
 from reference import karpathy_forward
 
 # LeCun et al. (1989) / Karpathy: parameters per layer and in all.

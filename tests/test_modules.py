@@ -14,10 +14,11 @@ import pytest
 from flax import nnx
 
 import lecun_jax
-from lecun_jax import checkpoints, processes, reporting, train
+from lecun_jax.run import checkpoints, processes, reporting
+from lecun_jax.core import train
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax.modules import PartError
+from lecun_jax.core.modules import PartError
 from conftest import REPO
 from user_modules import BatchNormCNN, NNXBatchNormCNN, NNXMLP, ZeroedNNXMLP
 
@@ -58,7 +59,7 @@ def test_an_nnx_mlp_learns_and_is_reported_under_its_own_layer_names(tmp_path, f
 
 def test_an_nnx_instance_starts_from_its_own_weights(tmp_path):
     instance = NNXMLP(nnx.Rngs(7))
-    state = train.init_state(lecun_jax.modules.as_module(instance), SGD, train.replica_key(1337, 0))
+    state = train.init_state(lecun_jax.core.modules.as_module(instance), SGD, train.replica_key(1337, 0))
     np.testing.assert_array_equal(state["params"]["l1"]["kernel"], instance.l1.kernel[...])
 
 
@@ -84,7 +85,7 @@ def test_several_seeds_of_one_nnx_instance_are_refused_with_the_factory_form(tmp
 
 
 def test_nnx_dropout_draws_a_fresh_mask_every_step():
-    module = lecun_jax.modules.as_module(lambda rngs: NNXBatchNormCNN(rngs))
+    module = lecun_jax.core.modules.as_module(lambda rngs: NNXBatchNormCNN(rngs))
     variables = module.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 16, 16, 1)))
     x = jnp.ones((4, 16, 16, 1))
     out = lambda key: module.apply(variables, x, train=True, rngs={"dropout": key}, mutable=["state"])[0]
@@ -188,8 +189,8 @@ def test_a_users_optimiser_declares_its_evaluation_point_on_its_state(tmp_path):
     tx = optax.chain(optax.sgd(0.03), optax.GradientTransformation(lambda p: Halved(), lambda u, s, p=None: (u, s)))
     summary = lecun_jax.train_and_evaluate(_config(train__passes=1, data__train_size=300), tmp_path, optimizer=tx, **quiet)
     assert summary["evaluation_params"].endswith("Halved.evaluation_params")
-    assert lecun_jax.optimizers.defines_evaluation_params(tx.init({"w": jnp.zeros(2)}))
-    assert not lecun_jax.optimizers.defines_evaluation_params(optax.sgd(0.1).init({"w": jnp.zeros(2)}))
+    assert lecun_jax.core.optimizers.defines_evaluation_params(tx.init({"w": jnp.zeros(2)}))
+    assert not lecun_jax.core.optimizers.defines_evaluation_params(optax.sgd(0.1).init({"w": jnp.zeros(2)}))
 
 
 # --- parts that do not fit ------------------------------------------------------------

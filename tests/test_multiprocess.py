@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 
-from lecun_jax import reporting
+from lecun_jax.run import reporting
 from conftest import REPO
 
 ARGS = ["--config.data.train_size=300", "--config.train.passes=5", "--config.num_seeds=4", "--compilation_cache="]
@@ -149,7 +149,7 @@ def test_a_slurm_job_step_is_detected_and_gives_the_same_run(tmp_path):
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from lecun_jax import workdir
+from lecun_jax.run import workdir
 lock = workdir.WorkdirLock(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(600)

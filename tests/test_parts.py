@@ -11,8 +11,10 @@ import pytest
 
 import lecun_jax
 from lecun_jax import config as config_lib
-from lecun_jax import data as data_lib, experiment, model as model_lib, processes, train
-from lecun_jax.workdir import WorkdirError
+from lecun_jax import data as data_lib
+from lecun_jax.run import experiment, processes
+from lecun_jax.core import model as model_lib, train
+from lecun_jax.run.workdir import WorkdirError
 
 
 class MLP(nn.Module):
@@ -150,7 +152,7 @@ def test_a_users_dropout_module_gets_the_dropout_rng(tmp_path):
 
 
 def test_becker_lecun_needs_the_modules_layers():
-    from lecun_jax import sdlm
+    from lecun_jax.core import sdlm
 
     with pytest.raises(ValueError, match="exact_ggn"):
         sdlm.estimator("becker_lecun", MLP(), squared_error)

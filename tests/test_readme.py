@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import sweep
+from lecun_jax.studies import sweep
 from conftest import REPO, SHARED_DATA
 
 README = (REPO / "README.md").read_text()

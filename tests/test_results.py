@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import lecun_jax
-from lecun_jax import checkpoints, experiment, reporting, sweep
+from lecun_jax.run import checkpoints, experiment, reporting
+from lecun_jax.studies import sweep
 from conftest import REPO, small_config
 from events import read_scalars
 
@@ -45,7 +46,7 @@ def test_plots_are_pngs_of_the_run(short_run):
         assert (workdir / "plots" / name).read_bytes()[:8] == PNG
     # on demand, from the workdir alone
     (workdir / "plots" / "curves.png").unlink()
-    result = subprocess.run([sys.executable, "-m", "lecun_jax.plots", str(workdir)], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-m", "lecun_jax.run.plots", str(workdir)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert (workdir / "plots" / "curves.png").read_bytes()[:8] == PNG
 
@@ -65,7 +66,7 @@ def test_load_run_gives_config_params_and_metrics(short_run):
     workdir, summary = short_run
     run = lecun_jax.load_run(workdir)
     assert run.config.data.train_size == 300 and run.summary == summary
-    assert lecun_jax.model.count_params(run.params, run.model)["total"] == 9760
+    assert lecun_jax.core.model.count_params(run.params, run.model)["total"] == 9760
     assert run.final("test")["misses"] == summary["final"]["test"]["misses"]
     # the model it returns, on the saved parameters, gives the saved test outputs
     ds = run.dataset()

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from lecun_jax import checkpoints, experiment, reporting
-from lecun_jax.workdir import WorkdirError, describe_parts
+from lecun_jax.run import checkpoints, experiment, reporting
+from lecun_jax.run.workdir import WorkdirError, describe_parts
 from conftest import REPO, small_config
 
 
@@ -177,7 +177,7 @@ def test_a_run_killed_after_its_last_checkpoint_finishes_its_outputs(tmp_path):
 _HOLD = """
 import sys, time
 from pathlib import Path
-from lecun_jax import workdir
+from lecun_jax.run import workdir
 Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
 lock = workdir.WorkdirLock(Path(sys.argv[1]))
 print("locked", flush=True)
@@ -224,7 +224,8 @@ def test_two_launches_on_one_workdir_one_trains_the_other_stops_with_one_line(tm
 
 _RUN_SEEDS = """
 import sys
-from lecun_jax import config as config_lib, experiment
+from lecun_jax import config as config_lib
+from lecun_jax.run import experiment
 c = config_lib.base()
 c.data.train_size, c.train.passes, c.num_seeds = 300, int(sys.argv[2]), 3
 experiment.train_and_evaluate(c, sys.argv[1], echo=lambda s: None, plots=False)

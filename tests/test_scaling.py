@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, reporting, sweep, train
-from lecun_jax import model as M
+from lecun_jax.run import experiment, reporting
+from lecun_jax.studies import sweep
+from lecun_jax.core import train
+from lecun_jax.core import model as M
 from conftest import REPO
 
 

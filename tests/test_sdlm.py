@@ -10,9 +10,9 @@ import optax
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import conv as conv_lib
-from lecun_jax import losses, sdlm, train
-from lecun_jax import model as M
+from lecun_jax.core import conv as conv_lib
+from lecun_jax.core import losses, sdlm, train
+from lecun_jax.core import model as M
 from conftest import REPO
 
 MSE = losses.mse  # mean over outputs of (o - t)^2, targets +-1
@@ -20,7 +20,7 @@ MSE = losses.mse  # mean over outputs of (o - t)^2, targets +-1
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """What becker_lecun needs of a layer (as lecun_jax.model.Layer has it)."""
+    """What becker_lecun needs of a layer (as lecun_jax.core.model.Layer has it)."""
 
     name: str
     linear: Callable  # linear(p, x, squared=False)

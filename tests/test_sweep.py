@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, sweep
+from lecun_jax.run import experiment
+from lecun_jax.studies import sweep
 from conftest import REPO, small_config
 
 LECUN1989 = REPO / "configs" / "lecun1989.py"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, losses, processes, reporting, train
-from lecun_jax import model as M
+from lecun_jax.run import experiment, processes, reporting
+from lecun_jax.core import losses, train
+from lecun_jax.core import model as M
 from conftest import REPO
 from reference import cross_entropy, karpathy_forward, mse_1989
 
@@ -268,8 +269,8 @@ def test_a_seed_is_the_same_network_whatever_the_number_of_seeds_or_the_chunking
         for _ in range(2):
             state, metrics = epoch(state, data)
         runs[seeds, target] = (jax.tree.map(np.asarray, state["params"]), np.asarray(metrics["test"]["misses"]))
-    assert [processes.chunk_size(6, t) for t in (None, 2, 4, 1)] == [6, 2, 6, 1]  # even chunks of at most t, or none up to 2t
-    assert processes.chunk_size(50, 8) == 8 and processes.chunk_size(25, 8) == 7
+    assert [train.chunk_size(6, t) for t in (None, 2, 4, 1)] == [6, 2, 6, 1]  # even chunks of at most t, or none up to 2t
+    assert train.chunk_size(50, 8) == 8 and train.chunk_size(25, 8) == 7
     reference, misses = runs[6, None]
     for (seeds, target), (params, m) in runs.items():
         np.testing.assert_array_equal(m, misses[:seeds])

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from lecun_jax import config as config_lib
-from lecun_jax import experiment, reporting
+from lecun_jax.run import experiment, reporting
 from conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "explore.ipynb"

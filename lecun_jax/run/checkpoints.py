@@ -14,9 +14,9 @@ import jax
 import numpy as np
 
 from lecun_jax import data as data_lib
-from lecun_jax import reporting
-from lecun_jax.processes import process_index
-from lecun_jax.workdir import WorkdirError
+from lecun_jax.run import reporting
+from lecun_jax.run.processes import process_index
+from lecun_jax.run.workdir import WorkdirError
 
 KEEP = 3  # checkpoints kept: the newest, and older ones to fall back on
 

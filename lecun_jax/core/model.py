@@ -14,7 +14,7 @@ the output's, -1 (nine of ten targets are -1).
 
 Kernels are stored (out, in, ...), PyTorch's layout, which the products at
 batch size 1 run fastest with. H2's kernel is dense, (12, 12, 5, 5), and
-masked by the fixed connection table (``lecun_jax.conv.connection_mask``) where it is used: its
+masked by the fixed connection table (``lecun_jax.core.conv.connection_mask``) where it is used: its
 1,200 unconnected entries are structural zeros that never act and get no
 gradient, so the paper's 2,400 weights are what trains (:func:`count_params`
 counts through the mask). Training differentiates :meth:`Net1989.__call__`
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lecun_jax import conv as conv_lib
+from lecun_jax.core import conv as conv_lib
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

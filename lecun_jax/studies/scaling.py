@@ -1,6 +1,6 @@
 """Scaling analysis of a sweep over training-set sizes and widths (configs/scaling.py).
 
-    python -m lecun_jax.scaling runs/scaling
+    python -m lecun_jax.studies.scaling runs/scaling
 
 reads the sweep's runs and writes, beside its table:
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lecun_jax import reporting
-from lecun_jax.plots import figure, save_figure
+from lecun_jax.run import reporting
+from lecun_jax.run.plots import figure, save_figure
 
 CSV = "scaling.csv"
 
@@ -65,7 +65,7 @@ def write_csv(records: list[dict], path: Path) -> Path:
 
 
 def plots(records: list[dict], workdir: Path) -> list[Path]:
-    """The three figures, drawn as :mod:`lecun_jax.plots` draws (its :func:`~lecun_jax.plots.figure`, no pyplot)."""
+    """The three figures, drawn as :mod:`lecun_jax.run.plots` draws (its :func:`~lecun_jax.run.plots.figure`, no pyplot)."""
     from matplotlib.ticker import NullLocator
 
     sizes = sorted({r["train_size"] for r in records})
@@ -147,7 +147,7 @@ def write(workdir: str | Path) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m lecun_jax.scaling SWEEP_WORKDIR", file=sys.stderr)
+        print("usage: python -m lecun_jax.studies.scaling SWEEP_WORKDIR", file=sys.stderr)
         return 2
     for p in write(argv[1]):
         print(f"wrote {p}")

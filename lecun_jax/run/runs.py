@@ -11,8 +11,9 @@ import ml_collections
 import numpy as np
 
 from lecun_jax import data as data_lib
-from lecun_jax import modules, reporting
-from lecun_jax import train as train_lib
+from lecun_jax.core import modules
+from lecun_jax.run import reporting
+from lecun_jax.core import train as train_lib
 
 
 class Run:

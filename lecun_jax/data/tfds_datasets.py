@@ -3,7 +3,7 @@
 ``mnist1989`` and ``usps`` are prepared as ``array_record`` and read with
 ``tfds.data_source``, which needs no TensorFlow::
 
-    import lecun_jax.tfds_datasets  # registers the builders (lecun_jax.data.load does it itself)
+    import lecun_jax.data.tfds_datasets  # registers the builders (lecun_jax.data.load does it itself)
     import tensorflow_datasets as tfds
     ds = tfds.data_source('usps', builder_kwargs={'file_format': 'array_record'})
     ds['train'][0]  # {'image': float32 (16, 16, 1), 'label': 6, 'index': 0}
@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from lecun_jax import downloads, sources
+from lecun_jax.data import downloads, sources
 
 _CITATION_1989 = """@article{lecun1989backpropagation,
   title={Backpropagation Applied to Handwritten Zip Code Recognition},

@@ -3,7 +3,7 @@
 * ``sgd`` — plain stochastic gradient descent, w <- w - lr * g (1989).
 * ``sdlm`` — the 1989 paper's own: stochastic diagonal Levenberg-Marquardt,
   w <- w - lr / (mu + h) * g with h a diagonal Gauss-Newton estimate
-  (``lecun_jax.sdlm``; the training loop re-estimates h before each pass).
+  (``lecun_jax.core.sdlm``; the training loop re-estimates h before each pass).
 * ``adamw`` — Adam with decoupled weight decay, as ``torch.optim.AdamW``:
   betas (0.9, 0.999), eps 1e-8 outside the square root, weight decay 0.01 on
   every parameter (optax's own default, 1e-4, is not torch's; a public port
@@ -76,7 +76,7 @@ def make(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int,
         # flattened: a few vector ops per update instead of a dozen per parameter array
         return optax.flatten(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay))
     if config.name == "sdlm":
-        from lecun_jax import sdlm
+        from lecun_jax.core import sdlm
 
         return sdlm.sdlm(lr, mu=config.sdlm_mu)
     raise ValueError(f"optimizer.name={config.name!r}: valid: {', '.join(OPTIMIZERS)}")

@@ -38,16 +38,17 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lecun_jax import checkpoints as checkpoints_lib
+from lecun_jax.run import checkpoints as checkpoints_lib
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import logs
-from lecun_jax import model as model_lib
-from lecun_jax import modules, optimizers, processes, reporting
-from lecun_jax import plots as plots_lib
-from lecun_jax import train as train_lib
-from lecun_jax.runs import Run, load_run  # noqa: F401  (the package's load_run)
-from lecun_jax.workdir import WorkdirError, WorkdirLock, config_json, describe_parts, inspect_workdir
+from lecun_jax.run import logs
+from lecun_jax.core import model as model_lib
+from lecun_jax.core import modules, optimizers
+from lecun_jax.run import processes, reporting
+from lecun_jax.run import plots as plots_lib
+from lecun_jax.core import train as train_lib
+from lecun_jax.run.runs import Run, load_run  # noqa: F401  (the package's load_run)
+from lecun_jax.run.workdir import WorkdirError, WorkdirLock, config_json, describe_parts, inspect_workdir
 
 SPLITS = data_lib.SPLITS
 InitStates = Callable[[ml_collections.ConfigDict, nn.Module, optax.GradientTransformation, int], train_lib.State]
@@ -74,10 +75,10 @@ def train_and_evaluate(
 
     ``model`` (a Flax linen module called as ``apply({'params': p, ...}, images (B, 16, 16,
     1), train=bool, rngs={'dropout': key})`` -> (B, 10); or an NNX module, or a function
-    of ``nnx.Rngs`` that builds one: see :mod:`lecun_jax.modules`), ``optimizer`` (an Optax
+    of ``nnx.Rngs`` that builds one: see :mod:`lecun_jax.core.modules`), ``optimizer`` (an Optax
     ``GradientTransformation``) and ``loss`` (``loss(outputs, labels) -> (B,)``
     per-example losses) replace the config's parts; ``init_states(config, model,
-    optimizer, replicas)`` replaces :func:`lecun_jax.train.init_states`, the state of
+    optimizer, replicas)`` replaces :func:`lecun_jax.core.train.init_states`, the state of
     every replica before pass 1. ``config.json`` and ``summary.json`` record them
     under ``parts``. With several processes, process 0 alone writes and prints.
     """

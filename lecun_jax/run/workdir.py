@@ -20,7 +20,8 @@ from pathlib import Path
 import optax
 
 from lecun_jax import config as config_lib
-from lecun_jax import modules, reporting
+from lecun_jax.core import modules
+from lecun_jax.run import reporting
 
 
 class WorkdirError(ValueError):

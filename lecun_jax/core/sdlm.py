@@ -101,7 +101,7 @@ def _slope(f: Callable, a: jax.Array) -> jax.Array:
 def becker_lecun(layers, loss_fn: Callable, params: dict, images, labels):
     """Mean over examples of the Becker-LeCun diagonal, layer by layer.
 
-    ``layers``: ``lecun_jax.model.Layer`` s, each ``a = linear(p, x)``, ``x' = activation(a)``,
+    ``layers``: ``lecun_jax.core.model.Layer`` s, each ``a = linear(p, x)``, ``x' = activation(a)``,
     ``linear(p, x, squared=True)`` the same map on squared values.
 
     For each unit i with a_i = sum_j w_ij x_j and x_i = f(a_i):
@@ -134,7 +134,7 @@ def estimator(name: str, model, loss_fn: Callable) -> Callable:
     """``estimate(params, images, labels) -> diag`` (shaped like params) for ``model``.
 
     ``becker_lecun`` walks the layers the module itself applies
-    (:meth:`lecun_jax.model.Net1989.layers`); ``exact_ggn`` needs only
+    (:meth:`lecun_jax.core.model.Net1989.layers`); ``exact_ggn`` needs only
     ``model.apply`` and so serves any module.
     """
     if name == "becker_lecun":

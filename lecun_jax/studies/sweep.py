@@ -41,8 +41,10 @@ import numpy as np
 
 from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
-from lecun_jax import experiment, optimizers, processes, reporting, together
-from lecun_jax.workdir import WorkdirError, inspect_workdir
+from lecun_jax.run import experiment, processes, reporting
+from lecun_jax.core import optimizers
+from lecun_jax.studies import together
+from lecun_jax.run.workdir import WorkdirError, inspect_workdir
 
 TABLE_MD, TABLE_CSV, SWEEP_JSON = reporting.TABLE_MD, reporting.TABLE_CSV, reporting.SWEEP_JSON
 ERROR_TXT = "error.txt"  # in a failed row's folder: the traceback of an unexpected failure
@@ -279,7 +281,8 @@ def run(
         records = [json.loads((workdir / r.folder / ROW_JSON).read_text()) for r in runs]
     wall_s = time.perf_counter() - start
     _write(workdir, records, wall_s, varied)
-    from lecun_jax import plots, scaling
+    from lecun_jax.run import plots
+    from lecun_jax.studies import scaling
 
     plots.write_sweep(workdir)
     if "data.train_size" in config.sweep.grid and "model.width" in config.sweep.grid:
@@ -311,7 +314,7 @@ def _run_row(r: Row, workdir: Path, overwrite: bool, echo) -> tuple[dict | None,
 
 def together_units(runs: list[Row]) -> list[list[tuple[int, Row]]]:
     """The rows (numbered from 1) in units: rows whose configs differ only in fields the
-    optimiser can take as data (:func:`lecun_jax.optimizers.injectable`) share a unit."""
+    optimiser can take as data (:func:`lecun_jax.core.optimizers.injectable`) share a unit."""
     units: dict[str, list[tuple[int, Row]]] = {}
     for i, r in enumerate(runs, 1):
         fields = optimizers.injectable(r.config.optimizer)

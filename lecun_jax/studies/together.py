@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lecun_jax import data as data_lib
-from lecun_jax import experiment, logs, optimizers, reporting
-from lecun_jax import train as train_lib
-from lecun_jax.workdir import WorkdirLock, clear_workdir, config_json
+from lecun_jax.run import experiment, logs, reporting
+from lecun_jax.core import optimizers
+from lecun_jax.core import train as train_lib
+from lecun_jax.run.workdir import WorkdirLock, clear_workdir, config_json
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,14 +13,14 @@ The train state is a plain dict::
 statistics: linen's ``batch_stats``, an NNX module's ``state``), updated by
 every step (``mutable=``) and used as the module defines at evaluation; it is
 empty for the 1989 network. Evaluation uses the parameters the optimiser
-defines for it (:func:`lecun_jax.optimizers.evaluation_params`: the
+defines for it (:func:`lecun_jax.core.optimizers.evaluation_params`: the
 schedule-free family's), the raw ones otherwise.
 
 * :func:`make_train_pass` — one pass over the training set as one
   ``lax.scan`` (no Python per step);
 * :func:`make_evaluate` — loss and misses on a whole split, ``apply`` in chunks;
 * :func:`make_epoch` — both, jitted, vmapped over seeds and ``shard_map``-ped
-  over devices: what the host loop (``lecun_jax.experiment``) calls per pass;
+  over devices: what the host loop (``lecun_jax.run.experiment``) calls per pass;
 * :func:`make_train` — the whole run as one pure ``train(key)``, for
   notebooks: ``jax.jit(jax.vmap(train))(keys)`` trains many seeds at once.
 
@@ -46,12 +46,11 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
-from lecun_jax import augment as augment_lib
-from lecun_jax import losses, optimizers, processes
-from lecun_jax.data import SPLITS
-from lecun_jax import model as model_lib
-from lecun_jax import modules
-from lecun_jax import sdlm as sdlm_lib
+from lecun_jax.core import augment as augment_lib
+from lecun_jax.core import losses, optimizers
+from lecun_jax.core import model as model_lib
+from lecun_jax.core import modules
+from lecun_jax.core import sdlm as sdlm_lib
 
 State = dict[str, Any]
 Loss = Callable[[jax.Array, jax.Array], jax.Array]  # (outputs (B, 10), labels (B,)) -> (B,)
@@ -64,7 +63,7 @@ EVAL_CHUNK = 256  # examples per evaluation chunk: bounds the patch gathers' mem
 
 @dataclasses.dataclass(frozen=True)
 class Parts:
-    """What trains: a Flax module (linen, or NNX behind :class:`lecun_jax.modules.NNXModule`),
+    """What trains: a Flax module (linen, or NNX behind :class:`lecun_jax.core.modules.NNXModule`),
     an Optax transformation and a per-example loss.
 
     ``given`` names the parts the user passed in (the others come from the config).
@@ -259,6 +258,11 @@ def make_evaluate(model: nn.Module, loss_fn: Loss, num_examples: int, chunk: int
     return evaluate
 
 
+def data_splits(data: dict) -> tuple[str, ...]:
+    """The splits a data dict holds (``<split>_images`` and ``<split>_labels``), in its order."""
+    return tuple(k.removesuffix("_images") for k in data if k.endswith("_images"))
+
+
 def _curvature(config, parts: Parts):
     o = config.optimizer
     if o.name != "sdlm" or "optimizer" in parts.given:
@@ -280,7 +284,7 @@ def make_step_fns(config, parts: Parts, num_train: int, num_test: int, *, unroll
     def evaluate(state, data, splits=True):
         params = optimizers.evaluation_params(state.get("opt_state"), state["params"])
         metrics = {s: evaluators[s](params, data[f"{s}_images"], data[f"{s}_labels"], state["model_state"])
-                   for s in SPLITS} if splits else {}
+                   for s in data_splits(data)} if splits else {}
         metrics["finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(state["params"])]))
         return metrics
 
@@ -332,7 +336,7 @@ def make_epoch(
     is not evaluated), and ``metrics['finite']`` whether every parameter is
     still finite. With ``num_seeds > 1`` everything has a leading replica
     axis: the replicas are ``vmap``-ped (their evaluation mapped, see below),
-    in chunks of :func:`lecun_jax.processes.chunk_size` (``chunk_target``: see
+    in chunks of :func:`chunk_size` (``chunk_target``: see
     :func:`replica_chunk_target`) one after the other, and the replica axis is
     split over ``mesh``'s devices by ``shard_map`` when given (data replicated).
     """
@@ -354,6 +358,16 @@ def make_epoch(
     return jax.jit(epoch, donate_argnums=0, compiler_options=compiler_options())
 
 
+def chunk_size(per_device: int, target: int | None) -> int:
+    """How many of a device's ``per_device`` replicas train side by side (vmapped) at a time:
+    all when ``target`` is None or when they are at most twice it (a vmap that wide costs
+    about the same per replica: better than spare replicas), else even chunks of at most
+    ``target``."""
+    if target is None or per_device <= 2 * target:
+        return per_device
+    return math.ceil(per_device / math.ceil(per_device / target))
+
+
 def replica_chunk_target() -> int | None:
     """The most replicas to vmap together on this backend's devices (None: all)."""
     return REPLICA_CHUNK.get(jax.default_backend())
@@ -362,11 +376,11 @@ def replica_chunk_target() -> int | None:
 def _in_chunks(fn, state: State, target: int | None) -> State:
     """``fn`` (replicas -> replicas) over the leading axis in chunks, one after the other."""
     replicas = jax.tree.leaves(state)[0].shape[0]
-    chunk = processes.chunk_size(replicas, target)
+    chunk = chunk_size(replicas, target)
     if chunk == replicas:
         return fn(state)
     if replicas % chunk:
-        raise ValueError(f"{replicas} replicas on a device do not split into chunks of {chunk}: see processes.replica_layout")
+        raise ValueError(f"{replicas} replicas on a device do not split into chunks of {chunk}: see lecun_jax.run.processes.replica_layout")
     split = jax.tree.map(lambda a: a.reshape(replicas // chunk, chunk, *a.shape[1:]), state)
     return jax.tree.map(lambda a: a.reshape(replicas, *a.shape[2:]), lax.map(fn, split))
 
@@ -374,7 +388,7 @@ def _in_chunks(fn, state: State, target: int | None) -> State:
 def make_train(config: ml_collections.ConfigDict, parts: Parts, data: dict[str, jax.Array], *, unroll: int = 1):
     """The whole run as one pure function, purejaxrl-style: ``train(key) -> (state, metrics)``.
 
-    ``data`` holds ``{train,test}_{images,labels}`` (e.g. ``processes.device_data``);
+    ``data`` holds ``{train,test}_{images,labels}`` (e.g. ``lecun_jax.run.processes.device_data``);
     ``key`` is a replica's key (:func:`replica_key`); ``metrics`` stacks every
     pass's (leading axis ``config.train.passes``). ``jax.jit(train)(key)`` runs
     one network, ``jax.jit(jax.vmap(train))(keys)`` many at once (add

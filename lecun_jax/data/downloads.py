@@ -3,7 +3,7 @@ SHA-256, cached per URL.
 
 The TFDS builder ``mnist16`` (``data.name=mnist`` without ``source_dir``) gets
 its digits from :func:`mnist_source`, which downloads the four IDX files and
-reads them with ``lecun_jax.sources``, the one module of the package it imports.
+reads them with ``lecun_jax.data.sources``, the one module of the package it imports.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lecun_jax.sources import MNIST_FILES, MNIST_URL, DataError, gunzip, parse_idx, read_mnist, sha256
+from lecun_jax.data.sources import MNIST_FILES, MNIST_URL, DataError, gunzip, parse_idx, read_mnist, sha256
 
 DOWNLOAD_TIMEOUT_S = 60
 

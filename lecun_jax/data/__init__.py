@@ -12,9 +12,9 @@ with background -1:
   scaled x/127.5 - 1.
 
 The package ships the exact source pixels of both (``lecun_jax/shipped``) and
-checks their SHA-256 before use. The readers live in ``lecun_jax.sources``
-(re-exported here), the MNIST downloads in ``lecun_jax.downloads``; TFDS
-builders (``lecun_jax.tfds_datasets``) turn those files, or a directory of the
+checks their SHA-256 before use. The readers live in ``lecun_jax.data.sources``
+(re-exported here), the MNIST downloads in ``lecun_jax.data.downloads``; TFDS
+builders (``lecun_jax.data.tfds_datasets``) turn those files, or a directory of the
 official files, into ``array_record`` datasets and read them back with
 ``tfds.data_source`` (no TensorFlow); :func:`load` checks what they read
 against the digests recorded at preparation and returns it as in-memory arrays
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from absl import logging as absl_logging
 
-from lecun_jax.reporting import write_npz
-from lecun_jax.sources import (  # noqa: F401  (re-exported: data.read_idx, data.DataError, ...)
+from lecun_jax.files import write_npz
+from lecun_jax.data.sources import (  # noqa: F401  (re-exported: data.read_idx, data.DataError, ...)
     IMAGE_SHAPE,
     MANIFEST,
     MNIST1989_POOL,
@@ -226,7 +226,7 @@ def _load_splits(name: str, source_dir, data_dir, url) -> tuple[dict[str, Split]
 
     tfds.disable_progress_bar()
 
-    from lecun_jax import tfds_datasets
+    from lecun_jax.data import tfds_datasets
 
     config = tfds_datasets.source_config(name, source_dir, url)
     verbosity = absl_logging.get_verbosity()

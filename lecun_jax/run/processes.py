@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lecun_jax.core import train as train_lib
+
 _SCOPE = threading.local()
 _STOPPED = "lecun_jax/stopped/"  # key prefix: one entry per process that stopped with an error
 
@@ -60,22 +62,12 @@ def device_info(mesh: Mesh | None = None) -> dict:
     }
 
 
-def chunk_size(per_device: int, target: int | None) -> int:
-    """How many of a device's ``per_device`` replicas train side by side (vmapped) at a time:
-    all when ``target`` is None or when they are at most twice it (a vmap that wide costs
-    about the same per replica: better than spare replicas), else even chunks of at most
-    ``target``."""
-    if target is None or per_device <= 2 * target:
-        return per_device
-    return math.ceil(per_device / math.ceil(per_device / target))
-
-
 def replica_layout(num_seeds: int, chunk_target: int | None = None) -> tuple[Mesh | None, int]:
     """(mesh, replicas): how ``num_seeds`` replicas are spread over the devices.
 
     With several devices the replica axis is sharded over a 1-D mesh of up to
     ``num_seeds`` of them; each device's replicas train in chunks of
-    :func:`chunk_size`. The axis is padded with spare replicas to a whole number
+    :func:`lecun_jax.core.train.chunk_size`. The axis is padded with spare replicas to a whole number
     of chunks on every device (5 seeds on 2 devices run as 3 + 3; the spares are
     dropped from every result). On a CPU,
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N devices of N
@@ -85,7 +77,7 @@ def replica_layout(num_seeds: int, chunk_target: int | None = None) -> tuple[Mes
         return None, 1
     n = min(len(devices()), num_seeds)
     per_device = math.ceil(num_seeds / n)
-    chunk = chunk_size(per_device, chunk_target)
+    chunk = train_lib.chunk_size(per_device, chunk_target)
     replicas = n * math.ceil(per_device / chunk) * chunk
     return (None if n == 1 else Mesh(np.asarray(devices()[:n]), ("seed",))), replicas
 

@@ -1,0 +1,3 @@
+"""The host loop of a run: processes and devices, the workdir and its files, checkpoints,
+logs and plots, reloading a finished run, and ``train_and_evaluate``.
+"""
