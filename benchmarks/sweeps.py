@@ -7,8 +7,8 @@ Sections (each a child ``python launch.py`` per variant, alternating, same machi
 
   grid       a learning-rate grid of 4 values x 3 seeds of the 1989 recipe
              (``--config.sweep.grid=optimizer.learning_rate=0.01,0.02,0.03,0.05``):
-             the rows together in one program (``sweep.together``, the default)
-             against every row alone (``--config.sweep.together=false``); wall time
+             the rows together in one program (``--config.sweep.together=true``)
+             against every row alone (``sweep.together``'s default); wall time
              of the whole process, and how far apart the two give each row's numbers
   processes  a small scaling sweep (``configs/scaling.py:usps``, sizes 500 and 1,000
              x widths 0.5 and 1, one seed, 80 passes each): one process against two

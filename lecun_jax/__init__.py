@@ -11,9 +11,12 @@ The package, in folders (tests/test_imports.py holds each to its rule)::
     core/      the network, a user's parts, losses, shifts, optimisers, training: pure JAX
     data/      the digits: file readers, downloads, TFDS builders, load()
     config     every config field, its default and its check
-    run/       the host loop: processes, workdir, checkpoints, logs, plots, train_and_evaluate
+    run/       the host loop: processes, the run's store (its workdir), checkpoints, logs, plots, train_and_evaluate
     studies/   sweeps, rows trained together, scaling, many-seed distributions
-    cli        the command line's one-line errors (launch.py)
+    errors     which exceptions are a user's error, and each one's exit code
+    cli        the command line: flags to a config, a user's error as one line
+    launch     python -m lecun_jax.launch (launch.py at the checkout's top calls it)
+    look/      python -m lecun_jax.look: draw a digit, watch every layer of a run
 
 Submodules load on first use, under their short names too (``lecun_jax.model`` is
 ``lecun_jax.core.model``), so ``import lecun_jax`` itself imports neither JAX nor
@@ -31,10 +34,10 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     **{m: f"core.{m}" for m in ("augment", "conv", "losses", "model", "modules", "optimizers", "sdlm", "train")},
     **{m: f"data.{m}" for m in ("downloads", "sources", "tfds_datasets")},
-    **{m: f"run.{m}" for m in ("checkpoints", "experiment", "logs", "processes", "reporting", "runs", "workdir")},
+    **{m: f"run.{m}" for m in ("checkpoints", "experiment", "logs", "processes", "reporting", "runs", "store", "workdir")},
     **{m: f"studies.{m}" for m in ("scaling", "sweep", "together")},
     # the commands python -m lecun_jax.distributions and lecun_jax.plots run
-    **{m: m for m in ("cli", "config", "data", "files", "core", "run", "studies", "distributions", "plots")},
+    **{m: m for m in ("cli", "config", "data", "errors", "files", "core", "run", "studies", "distributions", "plots")},
 }
 _ATTRIBUTES = {"load_run": "run.runs", "train_and_evaluate": "run.experiment", "Net1989": "core.model",
                "make_train": "core.train"}
@@ -47,7 +50,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from lecun_jax.core.model import Net1989  # noqa: F401
     from lecun_jax.core.train import make_train  # noqa: F401
     from lecun_jax.data import downloads, sources, tfds_datasets  # noqa: F401
-    from lecun_jax.run import checkpoints, experiment, logs, processes, reporting, runs, workdir  # noqa: F401
+    from lecun_jax.run import checkpoints, experiment, logs, processes, reporting, runs, store, workdir  # noqa: F401
     from lecun_jax.run.experiment import train_and_evaluate  # noqa: F401
     from lecun_jax.run.runs import load_run  # noqa: F401
     from lecun_jax.studies import scaling, sweep, together  # noqa: F401

@@ -1,20 +1,21 @@
-"""What ``launch.py`` needs beyond absl: one-line errors and default workdirs.
+"""What the command (:mod:`lecun_jax.launch`) needs beyond absl: one-line errors and default workdirs.
 
 Every failure a user can cause (a bad flag, a config file or field that does
 not exist or holds an invalid value, a workdir of another run or that cannot be
 written, a bad data file) ends the process with one line on stderr and a
 non-zero exit: 2 for usage and config, 1 for data, numerical and I/O faults
-(a full disk included), 130 for Ctrl-C. No tracebacks from deep inside XLA.
+(a full disk included), 130 for Ctrl-C (the table: :mod:`lecun_jax.errors`).
+No tracebacks from deep inside XLA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -24,15 +25,11 @@ from pathlib import Path
 from absl import flags
 
 from lecun_jax import config as config_lib
-from lecun_jax import data as data_lib
+from lecun_jax import errors
+from lecun_jax.errors import FAULT, INTERRUPTED, USAGE
 from lecun_jax.run import experiment, processes
-from lecun_jax.core.modules import PartError
-from lecun_jax.run.workdir import WorkdirError
 
-USAGE, FAULT, INTERRUPTED = 2, 1, 130
 STOP_GRACE_S = 1.0  # a stopping process of a job waits this long for the others to read why
-_CONFIG_FLAG = re.compile(r"^--?config(=|$)")
-_OVERRIDE = re.compile(r"^--?config\.([^=]+)(=.*)?$")
 
 
 def fail(message: str, code: int = USAGE):
@@ -75,31 +72,6 @@ def stopping_together():
             done.set()
 
 
-def config_spec(argv: list[str]) -> str | None:
-    for i, a in enumerate(argv[1:], 1):
-        if _CONFIG_FLAG.match(a):
-            return a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else None)
-    return None
-
-
-def default_config_argv(default: str) -> None:
-    """Puts ``--config=...`` first in sys.argv, ``default`` when absent.
-
-    ml_collections parses a default config, with its overrides, while the flag
-    is being defined, where a bad override can only raise a traceback; with the
-    flag on the command line, parsing happens in :func:`parse_flags`. And it
-    wants the file before any ``--config.field=`` override: so it goes first.
-    """
-    spec = config_spec(sys.argv)
-    if spec is None:
-        sys.argv.insert(1, f"--config={default}")
-        return
-    i = next(i for i, a in enumerate(sys.argv[1:], 1) if _CONFIG_FLAG.match(a))
-    taken = sys.argv[i : i + (1 if "=" in sys.argv[i] else 2)]
-    del sys.argv[i : i + len(taken)]
-    sys.argv.insert(1, f"--config={spec}")
-
-
 def load_config_file(spec: str):
     """``path[:arg]`` -> the ConfigDict its ``get_config(arg)`` returns (exit 2 on failure)."""
     path, _, arg = spec.partition(":")
@@ -109,37 +81,33 @@ def load_config_file(spec: str):
         fail(f"--config={spec}: {str(e).removeprefix(f'{spec}: ').removeprefix(f'{path}: ')}")
 
 
-def override_paths(argv: list[str]) -> list[str]:
-    """The config fields set on the command line (--config.a.b=...)."""
-    return [m.group(1) for a in argv[1:] if (m := _OVERRIDE.match(a))]
-
-
-def _diagnose_overrides(argv: list[str], spec: str) -> str | None:
-    fields = config_lib.flatten(load_config_file(spec))
-    prefixes = {".".join(k.split(".")[:i]) for k in fields for i in range(1, k.count(".") + 1)}
-    for path in override_paths(argv):
-        if path not in fields and path not in prefixes:
-            return f"--config.{path}: no such config field; {config_lib.field_hint(path, list(fields))}"
-    return None
+def with_overrides(config, overrides: dict):
+    """A copy of ``config`` with the command line's ``overrides`` (field -> value) set (exit 2
+    if one cannot be); ``config`` itself stays the config file's own."""
+    config = copy.deepcopy(config)
+    for path, value in overrides.items():
+        try:
+            config_lib.set_path(config, path, value)
+        except (KeyError, AttributeError, TypeError) as e:  # a config file that changed a field's type or dropped it
+            fail(f"--config.{path}={value!r}: cannot be set ({type(e).__name__}: {' '.join(str(e).split())})")
+    return config
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flags parser that turns every parsing problem into one line and exit code 2."""
-    spec = config_spec(argv)
-    if spec is not None:
-        path = spec.partition(":")[0]
-        if not Path(path).is_file():
-            fail(f"--config={spec}: config file {path} not found")
-        load_config_file(spec)  # not Python, raises, or returns no ConfigDict: one line before absl sees it
     try:
         return flags.FLAGS(argv)
+    except flags.UnrecognizedFlagError as e:
+        if e.flagname.startswith("config."):  # every field has a flag: this one names none
+            path = e.flagname.removeprefix("config.")
+            fail(f"--{e.flagname}: no such config field; {config_lib.field_hint(path, list(config_lib.FIELDS))}")
+        fail(_first_line(e))
     except flags.Error as e:
-        lines = [l for l in str(e).splitlines() if l.strip()]
-        # a config file that raised: keep the flag and the exception, drop the traceback between
-        fail(f"{lines[0]} {lines[-1]}" if "Traceback" in str(e) else lines[0])
-    except Exception as e:  # ml_collections raises AttributeError/KeyError for unknown fields
-        problem = _diagnose_overrides(argv, spec) if spec else None
-        fail(problem or f"--config={spec}: {type(e).__name__}: {e}")
+        fail(_first_line(e))
+
+
+def _first_line(e: Exception) -> str:
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
 def config_label(spec: str) -> str:
@@ -147,12 +115,13 @@ def config_label(spec: str) -> str:
     return Path(path).stem + (f":{arg}" if arg else "")
 
 
-def default_workdir(spec: str, config, root: str = "runs") -> str:
-    """runs/<config>_<arg>, plus a hash of the config when overrides changed it."""
+def default_workdir(spec: str, config, loaded, root: str = "runs") -> str:
+    """runs/<config>_<arg>, plus a hash of the config when overrides changed it from ``loaded``
+    (what the config file returned)."""
     path, _, arg = spec.partition(":")
     name = f"{Path(path).stem}_{arg or config.data.name}"
     as_json = json.loads(config.to_json())
-    if as_json != json.loads(load_config_file(spec).to_json()):
+    if as_json != json.loads(loaded.to_json()):
         name += "_" + hashlib.sha256(json.dumps(as_json, sort_keys=True).encode()).hexdigest()[:8]
     return os.path.join(root, name)
 
@@ -219,10 +188,8 @@ def one_line_errors():
     """Every expected failure inside the block as one line and its exit code."""
     try:
         yield
-    except (config_lib.ConfigError, WorkdirError, PartError) as e:
-        fail(str(e), USAGE)
-    except (data_lib.DataError, experiment.NumericalError) as e:
-        fail(str(e), FAULT)
+    except errors.USER_ERRORS as e:
+        fail(str(e), errors.exit_code(e))
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to resume", INTERRUPTED)
     except Exception as e:
@@ -239,11 +206,11 @@ def run(config, workdir: str, **kwargs) -> dict:
         return experiment.train_and_evaluate(config, workdir, **kwargs)
 
 
-def run_sweep(spec: str, config, workdir: str, **kwargs) -> list[dict]:
-    """sweep.run with the command line's overrides; exit 1 if any row failed."""
+def run_sweep(spec: str, config, overrides: dict, workdir: str, **kwargs) -> list[dict]:
+    """sweep.run with the command line's ``overrides`` (field -> value), which apply to every
+    row; exit 1 if any row failed."""
     from lecun_jax.studies import sweep
 
-    overrides = {p: config_lib.get_path(config, p) for p in override_paths(sys.argv)}
     with one_line_errors():
         prepare_workdir(workdir)
         records = sweep.run(spec.partition(":")[0], config, overrides, workdir, **kwargs)

@@ -1,6 +1,7 @@
 """The run configuration: every field, its default (the 1989 recipe), and its check.
 
-Config files under ``configs/`` start from :func:`base` and change fields;
+:data:`FIELDS` is the one table of them (default, rule, meaning); :func:`base`
+is built from it. Config files under ``configs/`` start from :func:`base` and change fields;
 :func:`validate` checks a finished config before anything is loaded or
 compiled, and names the field, the value and what would be valid.
 
@@ -12,6 +13,7 @@ imports this one (tests/test_imports.py checks the graph has no cycle).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import math
@@ -24,72 +26,6 @@ from ml_collections import config_dict
 from lecun_jax.core import augment, losses, model, optimizers, sdlm
 from lecun_jax import data
 from lecun_jax.data import ConfigError  # noqa: F401  (defined beside the size rules, which raise it after loading too)
-
-
-def base() -> ml_collections.ConfigDict:
-    """The 1989 recipe (LeCun et al. 1989, as Karpathy 2022 reads it) on mnist1989."""
-    c = ml_collections.ConfigDict()
-    c.seed = 1337  # one seed; every random stream is split from it with fold_in
-    c.num_seeds = 1  # independent replicas trained at once (vmapped): seeds fold_in(seed, i)
-
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "mnist1989"  # mnist1989 (Karpathy's proxy) | usps (the paper's digits) | mnist (every MNIST digit)
-    c.data.source_dir = config_dict.placeholder(str)  # directory of the official files; None: shipped copy / download
-    c.data.tfds_dir = config_dict.placeholder(str)  # where TFDS keeps prepared data; None: TFDS's default
-    c.data.mnist_url = data.MNIST_URL  # where data.name=mnist downloads the official files from
-    c.data.train_size = config_dict.placeholder(int)  # train on this many digits; None: all
-    c.data.train_subset = "prefix"  # prefix (the first train_size) | random (a subset drawn by subset_seed)
-    c.data.subset_seed = 0  # the draw of train_subset=random; the same for every replica
-    c.data.validation_size = config_dict.placeholder(int)  # hold out the last N training digits as the test split (tuning)
-
-    c.model = ml_collections.ConfigDict()
-    c.model.activation = "tanh"  # tanh | relu | scaled_tanh (1.7159 tanh(2a/3)) (hidden layers)
-    c.model.output_activation = "tanh"  # tanh | linear | scaled_tanh
-    c.model.dropout = 0.0  # dropout rate on the input of H3, in [0, 1)
-    c.model.output_bias_init = -1.0  # nine of ten targets are -1
-    c.model.hidden_pad_value = -1.0  # H1 padding before H2 (Karpathy: -1 even with relu)
-    c.model.conv = "auto"  # auto (by batch size: conv.PATCHES_MAX_BATCH) | patches | lax: same function, speed only
-    c.model.width = 1.0  # feature maps x width (12 -> 12 w), H3 units x width; 1 = the 1989 network
-
-    c.loss = "mse"  # mse (mean over outputs, +-1 targets) | cross_entropy (softmax of the outputs)
-
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "sgd"  # sgd | adamw | sdlm (the paper's diagonal Levenberg-Marquardt)
-    c.optimizer.learning_rate = 0.03
-    c.optimizer.schedule = "constant"  # constant | linear (learning_rate -> final_learning_rate, set each pass)
-    c.optimizer.final_learning_rate = config_dict.placeholder(float)  # the last pass's rate under schedule=linear
-    c.optimizer.weight_decay = 0.01  # adamw: decoupled weight decay (torch's default 0.01, not optax's 1e-4)
-    c.optimizer.b1 = 0.9  # adamw
-    c.optimizer.b2 = 0.999  # adamw
-    c.optimizer.eps = 1e-8  # adamw
-    c.optimizer.sdlm_mu = 0.02  # sdlm: the step is learning_rate / (sdlm_mu + h) per parameter
-    c.optimizer.sdlm_estimator = "becker_lecun"  # sdlm: becker_lecun (the paper's) | exact_ggn
-    c.optimizer.sdlm_samples = 500  # sdlm: digits the diagonal h is re-estimated on before each pass
-
-    c.augment = ml_collections.ConfigDict()
-    c.augment.name = "none"  # none | shift (a random shift of each training digit, every step)
-    c.augment.max_shift = 1  # shift: at most this many pixels in x and in y
-    c.augment.mode = "roll"  # shift: roll (pixels wrap round, as Karpathy) | fill (background -1 comes in)
-
-    c.train = ml_collections.ConfigDict()
-    c.train.passes = 23  # passes over the training set
-    c.train.batch_size = 1  # 1989: one digit per update
-    c.train.shuffle = False  # 1989: the same fixed order every pass
-    c.train.eval_every = 1  # evaluate both splits every this many passes (and after the last)
-
-    c.sweep = ml_collections.ConfigDict()
-    c.sweep.rows = ""  # comma-separated presets of the config file to run as one sweep ('' = a single run)
-    c.sweep.grid = ""  # overrides to cross with the rows: "optimizer.learning_rate=0.01,0.03;train.passes=10,20"
-    # rows that differ only in optimiser hyperparameters (learning_rate; AdamW's weight_decay)
-    # train side by side in one compiled program, the values as data (equal to float rounding)
-    c.sweep.together = True
-
-    c.reference = ml_collections.ConfigDict()  # the published figures a table shows beside ours
-    c.reference.label = ""
-    c.reference.dataset = ""  # the dataset they were measured on (shown only beside runs on it)
-    c.reference.train_error = config_dict.placeholder(float)
-    c.reference.test_error = config_dict.placeholder(float)
-    return c
 
 
 def _choice(options) -> Callable[[Any], str | None]:
@@ -155,56 +91,107 @@ def _width(v):
     return None if abs(round(4 * v) - 4 * v) < 1e-9 else "valid: 4 * width a whole number (0.25, 0.5, 0.75, 1, ...)"
 
 
-# Every field, with its rule beyond its type (None: no rule). ConfigDict fixes a
-# field's type once it holds a value (a str assigned to a float field raises
-# TypeError), so types are checked here only for the placeholder fields (None
-# until set); the number rules still refuse a non-number, which they could not
-# compare.
-SCHEMA: dict[str, Callable[[Any], str | None] | None] = {
-    "seed": _number(0, 2**32 - 1, integer=True),
-    "num_seeds": _number(1, 1024, integer=True),
-    "data.name": _choice(data.DATASETS),
-    "data.source_dir": _optional_path,
-    "data.tfds_dir": _optional_path,
-    "data.mnist_url": _url,
-    "data.train_size": _optional_int(1),
-    "data.train_subset": _choice(data.SUBSETS),
-    "data.subset_seed": _number(0, 2**32 - 1, integer=True),
-    "data.validation_size": _optional_int(1),
-    "model.activation": _choice(model.ACTIVATIONS),
-    "model.output_activation": _choice(model.OUTPUT_ACTIVATIONS),
-    "model.dropout": _number(0.0, 1.0, hi_open=True),
-    "model.output_bias_init": _number(),
-    "model.hidden_pad_value": _number(),
-    "model.conv": _choice(model.CONV_IMPLS),
-    "model.width": _width,
-    "loss": _choice(losses.LOSSES),
-    "optimizer.name": _choice(optimizers.OPTIMIZERS),
-    "optimizer.learning_rate": _number(0.0, lo_open=True),
-    "optimizer.schedule": _choice(optimizers.SCHEDULES),
-    "optimizer.final_learning_rate": _optional_number(0.0, lo_open=True),
-    "optimizer.weight_decay": _number(0.0),
-    "optimizer.b1": _number(0.0, 1.0, hi_open=True),
-    "optimizer.b2": _number(0.0, 1.0, hi_open=True),
-    "optimizer.eps": _number(0.0, lo_open=True),
-    "optimizer.sdlm_mu": _number(0.0, lo_open=True),
-    "optimizer.sdlm_estimator": _choice(sdlm.ESTIMATORS),
-    "optimizer.sdlm_samples": _number(1, integer=True),
-    "augment.name": _choice(augment.AUGMENTATIONS),
-    "augment.max_shift": _number(1, 8, integer=True),
-    "augment.mode": _choice(augment.SHIFT_MODES),
-    "train.passes": _number(1, integer=True),
-    "train.batch_size": _number(1, integer=True),
-    "train.shuffle": _bool,  # ConfigDict checks this too; kept for configs edited under ignore_type()
-    "train.eval_every": _number(1, integer=True),
-    "sweep.rows": None,
-    "sweep.grid": None,
-    "sweep.together": _bool,
-    "reference.label": None,
-    "reference.dataset": None,
-    "reference.train_error": _optional_number(0.0),
-    "reference.test_error": _optional_number(0.0),
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config field: its default (the 1989 recipe), its rule beyond its type
+    (a function that returns what is wrong with a value, or None; ``rule=None``:
+    any value of its type), what it means, and, for a field whose default is None
+    (a placeholder), the type it takes once set."""
+
+    default: Any
+    rule: Callable[[Any], str | None] | None
+    help: str = ""
+    type: type | None = None
+
+    @property
+    def kind(self) -> type:
+        """The type the field holds (bool, int, float or str)."""
+        return self.type or type(self.default)
+
+
+def _placeholder(kind: type, rule, help: str) -> Field:
+    return Field(None, rule, help, kind)
+
+
+# Every field, once: base() is built from this table and validate() checks by it,
+# so no field can be in one and not the other. ConfigDict fixes a field's type once
+# it holds a value (a str assigned to a float field raises TypeError), so types are
+# checked by the rules only for the placeholders (None until set); the number rules
+# still refuse a non-number, which they could not compare.
+FIELDS: dict[str, Field] = {
+    "seed": Field(1337, _number(0, 2**32 - 1, integer=True), "one seed; every random stream is split from it with fold_in"),
+    "num_seeds": Field(1, _number(1, 1024, integer=True), "independent replicas trained at once (vmapped): seeds fold_in(seed, i)"),
+
+    "data.name": Field("mnist1989", _choice(data.DATASETS),
+                       "mnist1989 (Karpathy's proxy) | usps (the paper's digits) | mnist (every MNIST digit)"),
+    "data.source_dir": _placeholder(str, _optional_path, "directory of the official files; None: shipped copy / download"),
+    "data.tfds_dir": _placeholder(str, _optional_path, "where TFDS keeps prepared data; None: TFDS's default"),
+    "data.mnist_url": Field(data.MNIST_URL, _url, "where data.name=mnist downloads the official files from"),
+    "data.train_size": _placeholder(int, _optional_int(1), "train on this many digits; None: all"),
+    "data.train_subset": Field("prefix", _choice(data.SUBSETS),
+                               "prefix (the first train_size) | random (a subset drawn by subset_seed)"),
+    "data.subset_seed": Field(0, _number(0, 2**32 - 1, integer=True), "the draw of train_subset=random; the same for every replica"),
+    "data.validation_size": _placeholder(int, _optional_int(1), "hold out the last N training digits as the test split (tuning)"),
+
+    "model.activation": Field("tanh", _choice(model.ACTIVATIONS), "tanh | relu | scaled_tanh (1.7159 tanh(2a/3)) (hidden layers)"),
+    "model.output_activation": Field("tanh", _choice(model.OUTPUT_ACTIVATIONS), "tanh | linear | scaled_tanh"),
+    "model.dropout": Field(0.0, _number(0.0, 1.0, hi_open=True), "dropout rate on the input of H3, in [0, 1)"),
+    "model.output_bias_init": Field(-1.0, _number(), "nine of ten targets are -1"),
+    "model.hidden_pad_value": Field(-1.0, _number(), "H1 padding before H2 (Karpathy: -1 even with relu)"),
+    "model.conv": Field("auto", _choice(model.CONV_IMPLS),
+                        "auto (by batch size: conv.PATCHES_MAX_BATCH) | patches | lax: same function, speed only"),
+    "model.width": Field(1.0, _width, "feature maps x width (12 -> 12 w), H3 units x width; 1 = the 1989 network"),
+
+    "loss": Field("mse", _choice(losses.LOSSES), "mse (mean over outputs, +-1 targets) | cross_entropy (softmax of the outputs)"),
+
+    "optimizer.name": Field("sgd", _choice(optimizers.OPTIMIZERS), "sgd | adamw | sdlm (the paper's diagonal Levenberg-Marquardt)"),
+    "optimizer.learning_rate": Field(0.03, _number(0.0, lo_open=True)),
+    "optimizer.schedule": Field("constant", _choice(optimizers.SCHEDULES),
+                                "constant | linear (learning_rate -> final_learning_rate, set each pass)"),
+    "optimizer.final_learning_rate": _placeholder(float, _optional_number(0.0, lo_open=True), "the last pass's rate under schedule=linear"),
+    "optimizer.weight_decay": Field(0.01, _number(0.0), "adamw: decoupled weight decay (torch's default 0.01, not optax's 1e-4)"),
+    "optimizer.b1": Field(0.9, _number(0.0, 1.0, hi_open=True), "adamw"),
+    "optimizer.b2": Field(0.999, _number(0.0, 1.0, hi_open=True), "adamw"),
+    "optimizer.eps": Field(1e-8, _number(0.0, lo_open=True), "adamw"),
+    "optimizer.sdlm_mu": Field(0.02, _number(0.0, lo_open=True), "sdlm: the step is learning_rate / (sdlm_mu + h) per parameter"),
+    "optimizer.sdlm_estimator": Field("becker_lecun", _choice(sdlm.ESTIMATORS), "sdlm: becker_lecun (the paper's) | exact_ggn"),
+    "optimizer.sdlm_samples": Field(500, _number(1, integer=True), "sdlm: digits the diagonal h is re-estimated on before each pass"),
+
+    "augment.name": Field("none", _choice(augment.AUGMENTATIONS), "none | shift (a random shift of each training digit, every step)"),
+    "augment.max_shift": Field(1, _number(1, 8, integer=True), "shift: at most this many pixels in x and in y"),
+    "augment.mode": Field("roll", _choice(augment.SHIFT_MODES), "shift: roll (pixels wrap round, as Karpathy) | fill (background -1 comes in)"),
+
+    "train.passes": Field(23, _number(1, integer=True), "passes over the training set"),
+    "train.batch_size": Field(1, _number(1, integer=True), "1989: one digit per update"),
+    # ConfigDict checks a bool's type too; the rule is kept for configs edited under ignore_type()
+    "train.shuffle": Field(False, _bool, "1989: the same fixed order every pass"),
+    "train.eval_every": Field(1, _number(1, integer=True), "evaluate both splits every this many passes (and after the last)"),
+
+    "sweep.rows": Field("", None, "comma-separated presets of the config file to run as one sweep ('' = a single run)"),
+    "sweep.grid": Field("", None, "overrides to cross with the rows: \"optimizer.learning_rate=0.01,0.03;train.passes=10,20\""),
+    "sweep.together": Field(False, _bool,
+                            "rows that differ only in optimiser hyperparameters (learning_rate; AdamW's weight_decay) train side "
+                            "by side in one compiled program, the values as data: faster, and equal to float rounding only"),
+
+    "reference.label": Field("", None, "the published figure a table shows beside ours: whose it is"),
+    "reference.dataset": Field("", None, "the dataset it was measured on (shown only beside runs on it)"),
+    "reference.train_error": _placeholder(float, _optional_number(0.0), "its train error %"),
+    "reference.test_error": _placeholder(float, _optional_number(0.0), "its test error %"),
 }
+
+
+def base() -> ml_collections.ConfigDict:
+    """The 1989 recipe (LeCun et al. 1989, as Karpathy 2022 reads it) on mnist1989: every field of :data:`FIELDS`."""
+    c = ml_collections.ConfigDict()
+    for path, f in FIELDS.items():
+        *sections, leaf = path.split(".")
+        node = c
+        for s in sections:
+            if s not in node:
+                node[s] = ml_collections.ConfigDict()
+            node = node[s]
+        node[leaf] = config_dict.placeholder(f.type) if f.default is None else f.default
+    return c
 
 
 def _cross_checks(c) -> None:
@@ -231,27 +218,53 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Raises ConfigError on the first field that is unknown, missing or invalid."""
     fields = flatten(c)
     for path in fields:
-        if path not in SCHEMA:
-            raise ConfigError(f"config.{path}: unknown field; {field_hint(path, list(SCHEMA))}")
-    for path, check in SCHEMA.items():
+        if path not in FIELDS:
+            raise ConfigError(f"config.{path}: unknown field; {field_hint(path, list(FIELDS))}")
+    for path, field in FIELDS.items():
         if path not in fields:
             raise ConfigError(f"config.{path}: missing (start config files from lecun_jax.config.base())")
-        problem = check and check(fields[path])
+        problem = field.rule and field.rule(fields[path])
         if problem:
             raise ConfigError(f"config.{path}={fields[path]!r}: {problem}")
     _cross_checks(c)
     return c
 
 
-def load_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
-    """The ConfigDict that config file ``path`` returns from ``get_config(arg)``."""
+DEFAULT_CONFIG = "configs/lecun1989.py"  # the config of a command given no --config
+
+
+def packaged_configs() -> Path:
+    """The folder of the config files that come with the package: ``lecun_jax/configs`` of an
+    installed wheel (pyproject.toml packages the checkout's ``configs/`` under that name), or
+    the checkout's ``configs/`` itself when the package runs from its source tree."""
+    spec = importlib.util.find_spec("lecun_jax.configs")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_file(path: str | Path) -> Path:
+    """The file a config path names: the path itself where it is a file (relative to the
+    current folder, as a user types it), else ``configs/NAME`` is the packaged ``NAME``; so
+    ``--config=configs/ablations.py:augment`` works from any folder, with a checkout or an
+    installed wheel. Every config file this package loads is found here."""
     path = Path(path)
+    if path.is_file() or path.is_absolute() or path.parts[:1] != ("configs",):
+        return path
+    packaged = packaged_configs().joinpath(*path.parts[1:])
+    return packaged if packaged.is_file() else path
+
+
+def load_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """The ConfigDict that config file ``path`` (found by :func:`config_file`) returns from ``get_config(arg)``."""
+    given, path = Path(path), config_file(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    label = f"{path}{':' + arg if arg else ''}"
+        packaged = sorted(p.name for p in packaged_configs().glob("[!_]*.py")) if given.parts[:1] == ("configs",) else []
+        raise ConfigError(f"config file {given} not found" + (f"; configs/ has {', '.join(packaged)}" if packaged else ""))
+    label = f"{given}{':' + arg if arg else ''}"
     spec = importlib.util.spec_from_file_location(f"_lecun_jax_config_{path.stem}", path)
     if spec is None or spec.loader is None:
-        raise ConfigError(f"{path}: not a Python file; a config file is a .py file whose get_config() returns a ConfigDict")
+        raise ConfigError(f"{given}: not a Python file; a config file is a .py file whose get_config() returns a ConfigDict")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -293,7 +306,7 @@ def field_hint(path: str, fields: list[str]) -> str:
         hint = f"config.{section} has {', '.join(siblings)}."
     else:
         hint = f"sections: {', '.join(dict.fromkeys(f.split('.')[0] for f in fields if '.' in f))}."
-    return f"{hint} All {len(fields)} fields, with their defaults: lecun_jax/config.py, base()"
+    return f"{hint} All {len(fields)} fields, with their defaults: lecun_jax/config.py, FIELDS"
 
 
 def get_path(c, path: str):

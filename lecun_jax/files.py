@@ -81,6 +81,14 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """A matplotlib figure as a PNG, at the figure's own dpi, written whole and renamed into place."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi="figure")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
 def save_params(path: str | os.PathLike, params) -> None:
     write_npz(path, **flatten_params(params))
 

@@ -21,6 +21,41 @@ if "TFDS_DATA_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["TFDS_DATA_DIR"], ignore_errors=True)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", default=False,
+                     help="run the whole suite; without it, tests marked slow are left out (the fast tier)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast tier: without --all, tests marked ``slow`` are deselected (not skipped),
+    unless chosen by name (``file.py::test``) or by a ``-m`` expression."""
+    if config.getoption("--all") or config.getoption("markexpr"):
+        return
+    here = config.invocation_params.dir
+    named = [((here / path).resolve(), rest) for path, _, rest in (a.partition("::") for a in config.args) if rest]
+
+    def chosen(item) -> bool:
+        name = item.nodeid.split("::", 1)[1]
+        return any(item.path == path and (name == rest or name.startswith((rest + "[", rest + "::"))) for path, rest in named)
+
+    slow = [item for item in items if item.get_closest_marker("slow") and not chosen(item)]
+    if slow:
+        drop = set(map(id, slow))
+        items[:] = [item for item in items if id(item) not in drop]
+        config.hook.pytest_deselected(items=slow)
+        config._lecun_jax_slow = len(slow)
+
+
+def pytest_report_header(config):
+    return "whole suite (--all)" if config.getoption("--all") else "fast tier: tests marked slow are left out; --all runs them too"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if getattr(config, "_lecun_jax_slow", 0):
+        n = config._lecun_jax_slow
+        terminalreporter.write_line(f"fast tier: {n} slow test{'s' * (n != 1)} left to `python -m pytest --all`")
+
+
 def small_config(**fields):
     """The 1989 recipe on 300 training digits for 3 passes, with ``fields`` set (``a__b=v`` sets a.b)."""
     from lecun_jax import config as config_lib

@@ -22,7 +22,7 @@ def preset(row):
     return config_lib.load_file(ABLATIONS, row)
 
 
-# design.md section 3, field by field (cumulative, as Karpathy's steps are).
+# docs/spec.md, "Karpathy's ablations": its table, field by field (cumulative, as Karpathy's steps are).
 RECIPES = {
     "repro": dict(loss="mse", opt=("sgd", 0.03, "constant", None), out="tanh", act="tanh", drop=0.0, shift=None, passes=23, data="mnist1989"),
     "ce": dict(loss="cross_entropy", opt=("sgd", 0.01, "constant", None), out="linear", act="tanh", drop=0.0, shift=None, passes=23, data="mnist1989"),
@@ -35,7 +35,7 @@ PUBLISHED_TEST = {"repro": 4.09, "ce": 4.38, "adamw": 3.59, "augment": 2.19, "re
 
 
 @pytest.mark.parametrize("row", RECIPES)
-def test_each_preset_is_the_recipe_of_design_md(row):
+def test_each_preset_is_the_recipe_of_the_spec(row):
     c, r = preset(row), RECIPES[row]
     config_lib.validate(c)
     assert c.loss == r["loss"]
@@ -152,6 +152,16 @@ def test_cross_entropy_by_hand():
     assert float(losses.cross_entropy(logits, jnp.array([0]))[0]) == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_1989_targets_and_mse_by_hand():
+    targets = np.asarray(losses.pm1_targets(jnp.array([3, 0])))
+    assert targets.shape == (2, 10) and targets[0, 3] == 1 and targets[1, 0] == 1
+    assert (targets == -1).sum() == 18  # nine -1 per digit
+    outputs = jnp.zeros((1, 10))  # every output 0: each error is 1 in size
+    assert float(losses.mse(outputs, jnp.array([7]))[0]) == pytest.approx(1.0)
+    outputs = outputs.at[0, 7].set(1.0)  # the true class exact: 9 errors of 1 over 10 outputs
+    assert float(losses.mse(outputs, jnp.array([7]))[0]) == pytest.approx(0.9)
+
+
 def test_train_subsets(mnist1989):
     prefix = data.select_train(mnist1989, 100, "prefix")
     np.testing.assert_array_equal(prefix.train.labels, mnist1989.train.labels[:100])
@@ -163,6 +173,7 @@ def test_train_subsets(mnist1989):
     assert len(a.train) == 100 and a.test is mnist1989.test
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["repro", "relu_dropout"])
 def test_vmapped_replicas_equal_separate_runs(mnist1989, row):
     c = preset(row)
@@ -187,6 +198,7 @@ def test_vmapped_replicas_equal_separate_runs(mnist1989, row):
         assert float(mine["loss"]) == pytest.approx(float(theirs["loss"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_mnist16_builder_equals_the_idx_reader(shared_data, tfds_dir):
     loaded = data.load("mnist", source_dir=shared_data / "mnist", data_dir=tfds_dir)
     images, labels = data.read_mnist(shared_data / "mnist", "train")
@@ -207,6 +219,7 @@ def mnist_server(shared_data):
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_mnist16_download_path_over_loopback(mnist_server, shared_data, tmp_path):
     downloaded = data.load("mnist", mnist_url=mnist_server, data_dir=tmp_path)
     from_dir = data.load("mnist", source_dir=shared_data / "mnist", data_dir=tmp_path)

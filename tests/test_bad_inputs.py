@@ -6,6 +6,11 @@ import re
 
 import pytest
 
+from lecun_jax import cli, errors
+from lecun_jax import config as config_lib
+from lecun_jax.run import experiment
+from lecun_jax.studies import sweep
+from conftest import REPO
 from test_faults import launch, one_error_line
 
 
@@ -56,6 +61,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what,args,code,message", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_one_line_with_its_exit_code_and_trains_nothing(tmp_path, what, args, code, message):
     argv = args(tmp_path)
@@ -68,3 +74,37 @@ def test_bad_input_is_one_line_with_its_exit_code_and_trains_nothing(tmp_path, w
     assert len(line) < 400 or "too long" in line
     assert not list(tmp_path.rglob("metrics.jsonl")) and not list(tmp_path.rglob("config.json"))
     assert "eval:" not in result.stdout
+
+
+# The exit codes the README and cli's docstring promise: 2 for a bad input, 1 for a fault.
+DOCUMENTED_CODES = {"ConfigError": 2, "WorkdirError": 2, "PartError": 2, "DataError": 1, "NumericalError": 1}
+
+
+def test_every_users_error_ends_the_command_in_its_line_with_its_code(capsys):
+    assert {kind.__name__: code for kind, code in errors.EXIT_CODES.items()} == DOCUMENTED_CODES
+    for kind, code in errors.EXIT_CODES.items():
+        with pytest.raises(SystemExit) as e, cli.one_line_errors():
+            raise kind(f"what went wrong ({kind.__name__})")
+        assert e.value.code == code, kind
+        assert capsys.readouterr().err == f"error: what went wrong ({kind.__name__})\n"
+    with pytest.raises(KeyError), cli.one_line_errors():  # not a user's error: a bug, with its traceback
+        raise KeyError("a bug")
+
+
+def test_a_sweep_row_with_a_users_error_fails_in_that_line_and_the_others_run_on(tmp_path, monkeypatch):
+    """The rows of a sweep meet the same errors as the command, each reported whole
+    (no traceback file), whatever the row; a PartError is one of them."""
+    kinds = list(errors.EXIT_CODES)
+    rates = [0.01 * (i + 1) for i in range(len(kinds))]
+
+    def failing(config, workdir, **kwargs):
+        kind = kinds[rates.index(config.optimizer.learning_rate)]
+        raise kind(f"{kind.__name__} of this row")
+
+    monkeypatch.setattr(experiment, "train_and_evaluate", failing)
+    c = config_lib.base()
+    c.sweep.grid = "optimizer.learning_rate=" + ",".join(map(str, rates))
+    records = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path, echo=lambda s: None)
+    assert [r["status"] for r in records] == [f"failed: {kind.__name__} of this row" for kind in kinds]
+    assert sweep.failed(records) == [r["row"] for r in records]
+    assert not list(tmp_path.rglob(sweep.ERROR_TXT))

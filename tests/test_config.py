@@ -3,6 +3,7 @@
 import importlib.util
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ def load_config(spec: str):
 
 
 def test_lecun1989_is_the_1989_recipe():
-    # design.md section 2
+    # docs/spec.md, "The 1989 training recipe"
     for dataset in ("mnist1989", "usps"):
         c = load_config(f"configs/lecun1989.py:{dataset}")
         config_lib.validate(c)
@@ -34,6 +35,25 @@ def test_lecun1989_is_the_1989_recipe():
     assert load_config("configs/lecun1989.py").data.name == "mnist1989"
     with pytest.raises(ValueError, match="unknown dataset; valid: mnist1989, usps"):
         load_config("configs/lecun1989.py:cifar")
+
+
+
+def test_base_is_the_field_table():
+    """base() holds every field of FIELDS, each at its default with its type (a placeholder:
+    None, keeping the type it takes), so no field is in base() and not validated, or the reverse."""
+    c = config_lib.base()
+    assert sorted(config_lib.flatten(c)) == sorted(config_lib.FIELDS)
+    for path, field in config_lib.FIELDS.items():
+        section, _, leaf = path.rpartition(".")
+        node = config_lib.get_path(c, section) if section else c
+        assert node.get_type(leaf) is field.kind and node[leaf] == field.default, path
+    # the 1989 recipe, written out here rather than read from the table
+    assert (c.seed, c.num_seeds, c.loss, c.optimizer.name, c.optimizer.learning_rate) == (1337, 1, "mse", "sgd", 0.03)
+    assert (c.train.passes, c.train.batch_size, c.train.shuffle, c.sweep.together) == (23, 1, False, False)
+    assert c.data.train_size is None and c.data.source_dir is None
+    with pytest.raises(TypeError):
+        c.data.train_size = "300"  # a placeholder takes only its type
+    config_lib.validate(c)
 
 
 BAD = [
@@ -175,7 +195,7 @@ def test_unknown_and_missing_fields():
     c = config_lib.base()
     c.optimizer.lr = 0.1  # a typo in a config file
     with pytest.raises(config_lib.ConfigError, match=r"config.optimizer.lr: unknown field; did you mean config.optimizer.learning_rate\? "
-                       rf"All {len(config_lib.SCHEMA)} fields, with their defaults: lecun_jax/config.py"):
+                       rf"All {len(config_lib.FIELDS)} fields, with their defaults: lecun_jax/config.py"):
         config_lib.validate(c)
     c = config_lib.base()
     del c.train["shuffle"]
@@ -186,7 +206,8 @@ def test_unknown_and_missing_fields():
 def test_range_messages_are_true_of_their_ends():
     """A closed end ("]") is a value the rule takes; an open one (")", inf included) is refused."""
     tried = 0
-    for path, check in config_lib.SCHEMA.items():
+    for path, field in config_lib.FIELDS.items():
+        check = field.rule
         for probe in (-(10**300), 10**300, -1e300, 1e300):
             message = check(probe) if check else None
             m = re.search(r"in ([\[(])(\S+), (\S+?)([\])])", message or "")
@@ -221,10 +242,24 @@ def test_a_config_file_must_be_python(tmp_path):
 
 
 def test_unknown_field_messages_are_short():
-    fields = list(config_lib.SCHEMA)
+    fields = list(config_lib.FIELDS)
     for path, start in [("optimizer.lr", "did you mean config.optimizer.learning_rate?"),
                         ("optimizer.qqqq", "config.optimizer has name, learning_rate, "),
                         ("qqqq", "sections: data, model, ")]:
         hint = config_lib.field_hint(path, fields)
-        assert hint.startswith(start) and hint.endswith(f"All {len(fields)} fields, with their defaults: lecun_jax/config.py, base()")
+        assert hint.startswith(start) and hint.endswith(f"All {len(fields)} fields, with their defaults: lecun_jax/config.py, FIELDS")
         assert len(hint) < 250 and "\n" not in hint
+
+
+def test_a_config_path_is_the_file_of_the_current_folder_else_the_packaged_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    packaged = config_lib.config_file("configs/ablations.py")
+    assert packaged.read_bytes() == (REPO / "configs" / "ablations.py").read_bytes()  # the checkout's file, or its wheel copy
+    assert config_lib.load_file("configs/ablations.py", "augment").augment.name == "shift"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "ablations.py").write_text("from lecun_jax import config\n\ndef get_config(arg=None):\n    return config.base()\n")
+    assert config_lib.config_file("configs/ablations.py") == Path("configs/ablations.py")  # the user's own comes first
+    assert config_lib.load_file("configs/ablations.py", "augment").augment.name == "none"
+    assert config_lib.config_file("other/x.py") == Path("other/x.py")  # only configs/ names the packaged ones
+    with pytest.raises(config_lib.ConfigError, match=r"^config file configs/nope.py not found; configs/ has ablations.py, lecun1989.py, "):
+        config_lib.load_file("configs/nope.py")

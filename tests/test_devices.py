@@ -18,6 +18,7 @@ from conftest import REPO
 from reference import karpathy_forward, mse_1989
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 5])
 def test_patch_gradients_equal_the_reference_including_the_input(batch):
     params = M.init(M.Net1989(), jax.random.PRNGKey(0))
@@ -30,6 +31,7 @@ def test_patch_gradients_equal_the_reference_including_the_input(batch):
             np.testing.assert_allclose(a, b, atol=3e-7, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_optimised_pass_gives_the_plain_formulations_metrics(mnist1989):
     n = 500
     images, labels = mnist1989.train.images[:n], mnist1989.train.labels[:n]
@@ -63,6 +65,7 @@ def _launch(tmp_path, name, devices, *overrides):
     return summary, records
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seeds,devices", [(8, 8), (3, 2)])
 def test_sharded_runs_equal_the_single_device_run(tmp_path, seeds, devices):
     one, r1 = _launch(tmp_path, "one", 1, f"--config.num_seeds={seeds}", "--config=configs/ablations.py:relu_dropout")

@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,7 @@ def test_describe_against_hand_computed_figures():
     assert 1.0 <= s["mean_ci95"][0] < 2.5 < s["mean_ci95"][1] <= 4.0
 
 
+@pytest.mark.slow
 def test_a_finished_run_exports_one_line_per_seed_from_its_last_pass(tmp_path):
     workdir = tmp_path / "run"
     lecun_jax.train_and_evaluate(small_config(train__passes=2, num_seeds=2), workdir, echo=lambda s: None, plots=False)
@@ -71,3 +73,41 @@ def test_unknown_rows_are_refused_in_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         distributions.main(["run", "--rows=mnist1989/nope"])
     assert e.value.code == 2 and "--rows: mnist1989/nope? valid: mnist1989/repro" in capsys.readouterr().err
+
+
+# --- from any folder, with the package installed -------------------------------------------
+
+
+def test_the_wheel_lists_every_package_and_ships_the_configs():
+    """pyproject.toml lists the packages (configs/ ships as lecun_jax.configs), so none can be left out of a wheel."""
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "lecun_jax").rglob("__init__.py")}
+    assert set(setuptools["packages"]) == found | {"lecun_jax.configs"}
+    assert setuptools["package-dir"] == {"lecun_jax.configs": "configs"} and (REPO / "configs" / "__init__.py").is_file()
+
+
+def test_a_rows_command_reruns_from_any_folder():
+    for row in distributions.ROWS:
+        cmd = distributions.command(row, 3, Path("runs/distributions") / row.key)
+        assert cmd[:4] == ["python", "-m", "lecun_jax.launch", f"--config={row.config}"]
+        assert row.config.startswith("configs/") and not any(str(REPO) in word for word in cmd)
+
+
+@pytest.mark.slow
+def test_run_from_a_folder_without_configs_writes_the_rows_csv(tmp_path, monkeypatch):
+    """`run` from a folder that holds no configs/ (the package's own are used), on a sample of
+    the usps/sgd row: its CSV holds the run's final misses, its manifest the command that made it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    sample = ("--override=--config.data.train_size=100", "--override=--config.train.passes=1")
+    assert distributions.main(["run", "--seeds=2", "--rows=usps/sgd", *sample]) == 0
+    manifest = json.loads((tmp_path / "results" / "usps_sgd.json").read_text())
+    assert manifest["command"] == ("python -m lecun_jax.launch --config=configs/lecun1989.py:usps --config.num_seeds=2 "
+                                   "--config.train.eval_every=23 --config.data.train_size=100 --config.train.passes=1 "
+                                   "--workdir=runs/distributions/usps_sgd")
+    summary = json.loads((tmp_path / "runs" / "distributions" / "usps_sgd" / "summary.json").read_text())
+    for split in ("train", "test"):
+        assert _column(tmp_path / "results" / "usps_sgd.csv", f"{split}_misses").tolist() == summary["final"][split]["misses"]
+    assert manifest["seeds"] == 2 and manifest["passes"] == 1 and manifest["published"]["test_error"] == 5.0
+    assert not (tmp_path / "configs").exists() and not list(tmp_path.rglob("*.py"))

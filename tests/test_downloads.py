@@ -123,6 +123,7 @@ def test_the_published_checksums_are_the_official_files(shared_data):
     assert set(table) == {n for pair in data.MNIST_FILES.values() for n in pair}
 
 
+@pytest.mark.slow
 def test_mnist_is_tested_on_its_own_sources_test_digits(mirror, shared_data, mnist1989, tmp_path):
     root, _, sets = mirror
     other = data.load("mnist", source_dir=root / "a", data_dir=tmp_path)  # some other digits in MNIST's format
@@ -133,6 +134,7 @@ def test_mnist_is_tested_on_its_own_sources_test_digits(mirror, shared_data, mni
     np.testing.assert_array_equal(official.test.labels, mnist1989.test.labels)
 
 
+@pytest.mark.slow
 def test_runs_on_two_urls_train_on_their_own_digits_and_a_broken_one_is_one_line(mirror, tmp_path):
     root, base, _ = mirror
     common = ["--config.data.name=mnist", f"--config.data.tfds_dir={tmp_path / 'tfds'}", "--config.train.passes=1"]

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from lecun_jax import cli, data
+from lecun_jax import cli, data, files
 from lecun_jax.run import experiment, reporting
 from lecun_jax import config as config_lib
 from conftest import REPO
@@ -119,6 +119,7 @@ DATA_FAULTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset,folder,fault,message", DATA_FAULTS, ids=[m[:40] for *_, m in DATA_FAULTS])
 def test_data_faults_name_the_file_and_never_run_on_partial_data(shared_data, tmp_path, dataset, folder, fault, message):
     src = _copy(shared_data / folder, tmp_path / folder)
@@ -128,6 +129,7 @@ def test_data_faults_name_the_file_and_never_run_on_partial_data(shared_data, tm
     assert not any((tmp_path / "tfds").rglob("*.array_record*"))  # nothing half-prepared was kept
 
 
+@pytest.mark.slow
 def test_a_data_fault_through_launch_is_one_line_and_exit_1(shared_data, tmp_path):
     src = _copy(shared_data / "usps", tmp_path / "usps")
     _esl_fault("values")(src)
@@ -138,6 +140,7 @@ def test_a_data_fault_through_launch_is_one_line_and_exit_1(shared_data, tmp_pat
     assert missing.returncode == 1 and "nowhere: directory not found" in one_error_line(missing)
 
 
+@pytest.mark.slow
 def test_a_nan_grey_value_through_launch_is_one_line_and_exit_1(shared_data, tmp_path):
     src = _copy(shared_data / "usps", tmp_path / "usps")
     _esl_fault("nan")(src)
@@ -181,6 +184,7 @@ PREPARED_FAULTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what,fault,message", PREPARED_FAULTS, ids=[p[0] for p in PREPARED_FAULTS])
 def test_a_damaged_prepared_copy_from_a_source_dir_is_refused(prepared_usps, tmp_path, what, fault, message):
     src, tfds, folder = prepared_usps
@@ -198,6 +202,7 @@ def test_a_damaged_prepared_copy_from_a_source_dir_is_refused(prepared_usps, tmp
     assert again.source["kind"] == "directory" and again.source["files"]["zip.train.gz"] == data.sha256(src / "zip.train.gz")
 
 
+@pytest.mark.slow
 def test_a_damaged_prepared_copy_through_launch_is_one_line_and_exit_1(prepared_usps, tmp_path):
     src, tfds, folder = prepared_usps
     copy = _copy(tfds, tmp_path / "tfds")
@@ -209,6 +214,7 @@ def test_a_damaged_prepared_copy_through_launch_is_one_line_and_exit_1(prepared_
     assert not (tmp_path / "w" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_corrupted_shipped_prepared_arrays_through_launch_name_the_copy_to_delete(tmp_path):
     data.load("usps", data_dir=tmp_path / "tfds")  # the shipped copy, prepared (and its decoded cache written)
     (folder,) = (tmp_path / "tfds" / "usps" / "shipped").glob("*.*.*")
@@ -229,6 +235,7 @@ DIVERGING = ["--config.model.output_activation=linear", "--config.model.activati
              "--config.data.train_size=300", "--config.train.passes=3"]  # pass 1 at 0.03 is fine, pass 2 at 5,000 is not
 
 
+@pytest.mark.slow
 def test_divergence_stops_at_the_end_of_the_pass_and_keeps_what_was_good(tmp_path):
     result = launch(*DIVERGING, f"--workdir={tmp_path / 'w'}")
     assert result.returncode == 1
@@ -241,6 +248,7 @@ def test_divergence_stops_at_the_end_of_the_pass_and_keeps_what_was_good(tmp_pat
     assert not (tmp_path / "w" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_survives_a_diverging_row(tmp_path):
     result = launch(*DIVERGING[:4], "--config.data.train_size=300", "--config.train.passes=2",
                     "--config.sweep.grid=optimizer.final_learning_rate=0.03,1e4", f"--workdir={tmp_path / 's'}")
@@ -264,6 +272,7 @@ def _passes_done(workdir) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_numbers(tmp_path):
     """Dropout, shifts, AdamW and its schedule: everything a resume could get wrong."""
     reference = launch(*RUN, f"--workdir={tmp_path / 'ref'}")
@@ -299,6 +308,7 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_numbers(tmp
             np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.slow
 def test_same_config_same_numbers_in_two_processes(tmp_path):
     args = ["--config=configs/ablations.py:relu_dropout", "--config.data.train_size=500", "--config.train.passes=2"]
     a, b = launch(*args, f"--workdir={tmp_path / 'a'}"), launch(*args, f"--workdir={tmp_path / 'b'}")
@@ -318,6 +328,7 @@ def _sigint_after_the_first_pass(args, workdir, sigint):
     return proc
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
     # SIGINT at its default disposition, as in a terminal, even when pytest itself runs with it ignored.
     args = ["--config.train.passes=6", f"--workdir={tmp_path / 'w'}"]
@@ -333,6 +344,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(tmp_path):
         (p, s) for p in range(1, 7) for s in ("train", "test")]
 
 
+@pytest.mark.slow
 def test_ctrl_c_ignored_at_exec_leaves_the_run_going_to_the_end(tmp_path):
     # SIGINT ignored at exec (nohup, a background job of a shell without job control): honoured.
     args = ["--config.train.passes=3", f"--workdir={tmp_path / 'w'}"]
@@ -344,25 +356,26 @@ def test_ctrl_c_ignored_at_exec_leaves_the_run_going_to_the_end(tmp_path):
         (p, s) for p in range(1, 4) for s in ("train", "test")]
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line_exit_1_and_the_rerun_loses_nothing(tmp_path, monkeypatch, capsys):
     c = config_lib.base()
     c.data.train_size, c.train.passes = 200, 2
     workdir = tmp_path / "w"
-    write = reporting.atomic_write_bytes
+    write = files.atomic_write_bytes  # every file of a run is written through it
 
     def full_disk(path, payload):
         if os.path.basename(path) == reporting.METRICS and payload:  # the records of pass 1
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return write(path, payload)
 
-    monkeypatch.setattr(reporting, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(files, "atomic_write_bytes", full_disk)
     with pytest.raises(SystemExit) as e:
         cli.run(c, str(workdir), echo=lambda line: None, plots=False)
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert err == (f"error: disk full: {workdir / reporting.METRICS}: No space left on device; "
                    "free some space and run the same command again to resume\n")
-    monkeypatch.setattr(reporting, "atomic_write_bytes", write)  # space freed
+    monkeypatch.setattr(files, "atomic_write_bytes", write)  # space freed
     cli.run(c, str(workdir), echo=lambda line: None, plots=False)
     assert [(r["pass"], r["split"]) for r in reporting.read_jsonl(workdir / reporting.METRICS)] == [
         (1, "train"), (1, "test"), (2, "train"), (2, "test")]

@@ -94,10 +94,13 @@ ALLOWED = {
     "data": {"data", "files"},
     "config": {"core", "data"},
     "run": {"core", "data", "config", "files", "run"},
-    "studies": {"core", "data", "config", "files", "run", "studies"},
-    "cli": {"core", "data", "config", "files", "run", "studies"},
+    "errors": {"core", "data", "run"},  # the table of a user's errors, which cli and studies both read
+    "studies": {"core", "data", "config", "files", "run", "errors", "studies"},
+    "cli": {"core", "data", "config", "files", "run", "errors", "studies"},
+    "launch": {"cli", "config"},  # the command (python -m lecun_jax.launch; launch.py in a checkout)
     "distributions": {"studies"},  # the commands python -m lecun_jax.distributions and lecun_jax.plots
     "plots": {"run"},
+    "look": {"core", "data", "run", "errors", "look"},  # the page: python -m lecun_jax.look
 }
 
 
@@ -161,7 +164,7 @@ def test_config_choices_are_their_home_modules_objects():
         "augment.name": augment.AUGMENTATIONS, "augment.mode": augment.SHIFT_MODES,
     }
     for field, options in homes.items():
-        assert config.SCHEMA[field].options is options, field
+        assert config.FIELDS[field].rule.options is options, field
     assert config.base().data.mnist_url == data.MNIST_URL
     assert config.ConfigError is data.ConfigError  # cli maps it to exit 2, from validate or from data.for_config
 

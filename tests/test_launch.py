@@ -58,6 +58,7 @@ def test_one_pass_run_writes_the_workdir(one_pass):
     assert summary["ledger"]["presentations"] == 7291 and summary["macs_per_digit"] == 63_660
 
 
+@pytest.mark.slow
 def test_rerun_reports_the_finished_run_and_refuses_another_config(one_pass):
     workdir, first = one_pass
     again = launch("--config.train.passes=1", f"--workdir={workdir}")
@@ -70,18 +71,21 @@ def test_rerun_reports_the_finished_run_and_refuses_another_config(one_pass):
     assert "different config (fields train.passes)" in other.stderr and "--overwrite" in other.stderr
 
 
+SLOW = pytest.mark.slow  # the fast tier keeps one bad input through launch.py, the first
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--config.optimizer.lr=0.1"], r"--config.optimizer.lr: no such config field; did you mean config.optimizer.learning_rate\?"),
-        (["--config.foo=1"], r"--config.foo: no such config field"),
-        (["--config.optimizer.name=adam"], r"config.optimizer.name='adam': valid: sgd"),
-        (["--config.optimizer.learning_rate=-1"], r"config.optimizer.learning_rate=-1.0: valid: in \(0, inf\)$"),
-        (["--config.train.passes=abc"], r"--config.train.passes=abc"),
-        (["--config=configs/nope.py"], r"--config=configs/nope.py: config file configs/nope.py not found"),
-        (["--config=configs/lecun1989.py:cifar"], r"unknown dataset; valid: mnist1989, usps"),
-        (["--config.data.name=cifar"], r"config.data.name='cifar': valid: mnist1989, usps"),
-        (["stray"], r"unexpected arguments: stray"),
+        pytest.param(["--config.foo=1"], r"--config.foo: no such config field", marks=SLOW),
+        pytest.param(["--config.optimizer.name=adam"], r"config.optimizer.name='adam': valid: sgd", marks=SLOW),
+        pytest.param(["--config.optimizer.learning_rate=-1"], r"config.optimizer.learning_rate=-1.0: valid: in \(0, inf\)$", marks=SLOW),
+        pytest.param(["--config.train.passes=abc"], r"--config.train.passes=abc", marks=SLOW),
+        pytest.param(["--config=configs/nope.py"], r"--config=configs/nope.py: config file configs/nope.py not found", marks=SLOW),
+        pytest.param(["--config=configs/lecun1989.py:cifar"], r"unknown dataset; valid: mnist1989, usps", marks=SLOW),
+        pytest.param(["--config.data.name=cifar"], r"config.data.name='cifar': valid: mnist1989, usps", marks=SLOW),
+        pytest.param(["stray"], r"unexpected arguments: stray", marks=SLOW),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, message):

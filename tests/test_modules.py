@@ -20,7 +20,8 @@ from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
 from lecun_jax.core.modules import PartError
 from conftest import REPO
-from user_modules import BatchNormCNN, NNXBatchNormCNN, NNXMLP, ZeroedNNXMLP
+from user_modules import (BatchNormCNN, FlaxExamplesCNN, KeywordNet1989, NNXBatchNormCNN, NNXMLP, ZeroedKeywordNet1989,
+                          ZeroedNNXMLP)
 
 quiet = dict(echo=lambda s: None, plots=False)
 SGD = optax.sgd(0.01, momentum=0.9)
@@ -63,6 +64,7 @@ def test_an_nnx_instance_starts_from_its_own_weights(tmp_path):
     np.testing.assert_array_equal(state["params"]["l1"]["kernel"], instance.l1.kernel[...])
 
 
+@pytest.mark.slow
 def test_three_seeds_of_an_nnx_factory_are_three_networks(tmp_path):
     summary = lecun_jax.train_and_evaluate(_config(train__passes=1, num_seeds=3, data__train_size=500), tmp_path,
                                            model=lambda rngs: NNXMLP(rngs), optimizer=SGD, **quiet)
@@ -72,6 +74,7 @@ def test_three_seeds_of_an_nnx_factory_are_three_networks(tmp_path):
     assert len(set(summary["final"]["test"]["misses"])) > 1
 
 
+@pytest.mark.slow
 def test_a_zeroed_nnx_module_is_at_chance(tmp_path):
     summary = lecun_jax.train_and_evaluate(_config(train__passes=1, data__train_size=500), tmp_path,
                                            model=lambda rngs: ZeroedNNXMLP(rngs), optimizer=SGD, **quiet)
@@ -84,6 +87,7 @@ def test_several_seeds_of_one_nnx_instance_are_refused_with_the_factory_form(tmp
     assert not tmp_path.joinpath("config.json").exists()
 
 
+@pytest.mark.slow
 def test_nnx_dropout_draws_a_fresh_mask_every_step():
     module = lecun_jax.core.modules.as_module(lambda rngs: NNXBatchNormCNN(rngs))
     variables = module.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 16, 16, 1)))
@@ -94,6 +98,45 @@ def test_nnx_dropout_draws_a_fresh_mask_every_step():
     assert not np.allclose(a, b)
     evaluated = [module.apply(variables, x, train=False) for _ in range(2)]
     np.testing.assert_array_equal(*evaluated)  # no dropout in evaluation
+
+
+# --- linen modules with no train argument, or with **kwargs --------------------------
+
+
+@pytest.mark.slow
+def test_the_flax_examples_cnn_with_no_train_argument_learns(tmp_path):
+    c = _config(train__passes=2, data__train_size=300, loss="cross_entropy")
+    summary = lecun_jax.train_and_evaluate(c, tmp_path, model=FlaxExamplesCNN(), **quiet)
+    assert summary["final"]["test"]["error"] < 50  # chance is 90 %
+    assert summary["model"] == "FlaxExamplesCNN"
+    run = lecun_jax.load_run(tmp_path)
+    assert set(run.params) == {"Conv_0", "Conv_1", "Dense_0", "Dense_1"}  # the module's own tree, not nested
+    test = data_lib.for_config(c).test
+    own = FlaxExamplesCNN().apply({"params": run.params}, test.images)  # the user's apply, as flax's example calls it
+    assert _misses(own, test.labels) == summary["final"]["test"]["misses"]
+
+
+@pytest.mark.slow
+def test_a_net1989_subclass_passing_keywords_on_that_zeroes_its_outputs_is_at_chance(tmp_path):
+    c = _config(train__passes=1, data__train_size=300)
+    summary = lecun_jax.train_and_evaluate(c, tmp_path, model=ZeroedKeywordNet1989(), **quiet)
+    labels = data_lib.for_config(c).test.labels
+    # all outputs equal: arg-max picks class 0 for every digit, so every other digit is a miss
+    assert summary["final"]["test"]["misses"] == int(np.sum(labels != 0))
+    assert summary["final"]["test"]["error"] > 80
+
+
+@pytest.mark.slow
+def test_train_reaches_net1989_through_a_subclasss_kwargs():
+    module = lecun_jax.core.modules.as_module(KeywordNet1989(dropout_rate=0.5))
+    reference = lecun_jax.Net1989(dropout_rate=0.5)
+    # jitted: op by op, Net1989 is slow on a CPU
+    variables = jax.jit(lambda k: module.init({"params": k}, jnp.zeros((1, 16, 16, 1)), train=False))(jax.random.PRNGKey(0))
+    x, rngs = jax.random.uniform(jax.random.PRNGKey(1), (4, 16, 16, 1), minval=-1), {"dropout": jax.random.PRNGKey(2)}
+    apply = jax.jit(lambda m, train_: m.apply(variables, x, train=train_, rngs=rngs), static_argnums=(0, 1))
+    for train_ in (True, False):
+        np.testing.assert_array_equal(apply(module, train_), apply(reference, train_))
+    assert not np.allclose(apply(module, True), apply(module, False))  # dropout on in training only
 
 
 # --- state beside the parameters ------------------------------------------------------
@@ -110,6 +153,7 @@ def _bn_predict(kind, run):
     return run.nnx_module(BN_MODELS["nnx"])(test.images), test.labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["linen", "nnx"])
 def test_batch_norm_learns_its_statistics_move_and_load_run_reproduces_its_misses(tmp_path, kind):
     summary = lecun_jax.train_and_evaluate(_config(train__passes=3, **BN_RECIPE), tmp_path, model=BN_MODELS[kind],
@@ -141,6 +185,7 @@ lecun_jax.train_and_evaluate(c, workdir, model=model, optimizer=optax.adam(1e-3)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["linen", "nnx"])
 def test_batch_norm_killed_after_pass_2_resumes_bit_identical(tmp_path, kind):
     script = _KILLED_RUN.format(tests=str(REPO / "tests"))
@@ -163,6 +208,7 @@ def test_batch_norm_killed_after_pass_2_resumes_bit_identical(tmp_path, kind):
 # --- the optimiser's evaluation point -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_schedule_free_runs_are_evaluated_at_the_methods_own_weights(tmp_path):
     c = _config(train__passes=1, data__train_size=500)
     tx = optax.contrib.schedule_free_sgd(0.03)
@@ -181,6 +227,7 @@ def test_schedule_free_runs_are_evaluated_at_the_methods_own_weights(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), saved, jax.tree.map(np.asarray, evaluation))
 
 
+@pytest.mark.slow
 def test_a_users_optimiser_declares_its_evaluation_point_on_its_state(tmp_path):
     class Halved(optax.EmptyState):
         def evaluation_params(self, params):  # evaluate at half the weights
@@ -196,12 +243,6 @@ def test_a_users_optimiser_declares_its_evaluation_point_on_its_state(tmp_path):
 # --- parts that do not fit ------------------------------------------------------------
 
 
-class NoTrain(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(10)(x.reshape(x.shape[0], -1))
-
-
 class FiveScores(nn.Module):
     @nn.compact
     def __call__(self, x, *, train=False):
@@ -215,7 +256,6 @@ class WantsMNIST(nn.Module):
 
 
 BAD_PARTS = [
-    (dict(model=NoTrain()), r"^model NoTrain: its __call__ takes no 'train' argument"),
     (dict(model=FiveScores()), r"^model returned \(2, 5\) for \(2, 16, 16, 1\) digits; a model must return \(batch, 10\) scores$"),
     (dict(model=WantsMNIST()), r"^model cannot take \(batch, 16, 16, 1\) digits: "),
     (dict(model=FiveScores), r"^model is the class FiveScores; pass an instance"),
@@ -233,10 +273,14 @@ def test_a_part_that_does_not_fit_is_refused_in_one_line_before_anything_runs(tm
     assert not (tmp_path / "run").exists()  # nothing written: not even the workdir
 
 
-def test_the_sdlm_optimiser_refuses_a_module_with_batch_statistics(tmp_path):
-    c = _config(optimizer__name="sdlm", optimizer__learning_rate=0.001)
+@pytest.mark.parametrize("by_hand", [False, True], ids=["config", "chain"])
+def test_the_sdlm_optimiser_refuses_a_module_with_batch_statistics(tmp_path, by_hand):
+    if by_hand:  # the config says sgd; the SDLM state is in the user's chain
+        c, parts = _config(), dict(optimizer=optax.chain(optax.clip_by_global_norm(10.0), lecun_jax.sdlm.sdlm(1e-3)))
+    else:
+        c, parts = _config(optimizer__name="sdlm", optimizer__learning_rate=0.001), {}
     with pytest.raises(PartError, match=r"^model keeps batch_stats beside its params; the sdlm optimiser's curvature"):
-        lecun_jax.train_and_evaluate(c, tmp_path / "run", model=BatchNormCNN(), **quiet)
+        lecun_jax.train_and_evaluate(c, tmp_path / "run", model=BatchNormCNN(), **quiet, **parts)
     assert not (tmp_path / "run").exists()
 
 

@@ -11,9 +11,11 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from lecun_jax.run import reporting
 from conftest import REPO
+from test_faults import DIVERGING
 
 ARGS = ["--config.data.train_size=300", "--config.train.passes=5", "--config.num_seeds=4", "--compilation_cache="]
 RECORDS_PER_PASS = 4 * 2  # replicas x splits
@@ -48,6 +50,7 @@ def _passes_done(workdir) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_two_processes_killed_and_restarted_end_with_a_single_process_metrics(tmp_path):
     single = tmp_path / "single"
     result = subprocess.run([sys.executable, str(REPO / "launch.py"), f"--workdir={single}", *ARGS],
@@ -84,6 +87,7 @@ def test_two_processes_killed_and_restarted_end_with_a_single_process_metrics(tm
     assert sorted(p.name for p in (workdir / "plots").iterdir()) == ["confusion.png", "curves.png", "misclassified.png"]
 
 
+@pytest.mark.slow
 def test_a_partial_multiprocess_command_line_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--coordinator_address=127.0.0.1:1234", "--num_processes=2"],
                             capture_output=True, text=True, cwd=tmp_path)
@@ -93,7 +97,7 @@ def test_a_partial_multiprocess_command_line_is_one_line(tmp_path):
 
 
 SWEEP = ["--config.data.train_size=200", "--config.train.passes=2", "--config.num_seeds=2", "--compilation_cache=",
-         "--config.sweep.grid=optimizer.learning_rate=0.01,0.03;train.passes=1,2"]
+         "--config.sweep.grid=optimizer.learning_rate=0.01,0.03;train.passes=1,2", "--config.sweep.together=true"]
 
 
 def _table(workdir):
@@ -105,6 +109,7 @@ def _table(workdir):
     return rows
 
 
+@pytest.mark.slow
 def test_a_sweep_spread_over_two_processes_gives_the_one_process_table(tmp_path):
     one = subprocess.run([sys.executable, str(REPO / "launch.py"), f"--workdir={tmp_path / 'one'}", *SWEEP],
                          capture_output=True, text=True, cwd=tmp_path, env=_env(1))
@@ -125,6 +130,7 @@ def test_a_sweep_spread_over_two_processes_gives_the_one_process_table(tmp_path)
     assert _table(tmp_path / "two") == _table(tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_a_slurm_job_step_is_detected_and_gives_the_same_run(tmp_path):
     """Two processes started as ``srun --ntasks=2`` starts them: JAX finds the coordinator,
     the count and the index in SLURM's variables (no flags)."""
@@ -149,13 +155,14 @@ def test_a_slurm_job_step_is_detected_and_gives_the_same_run(tmp_path):
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from lecun_jax.run import workdir
-lock = workdir.WorkdirLock(Path(sys.argv[1]))
+from lecun_jax.run import store
+lock = store.WorkdirLock(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_a_job_whose_workdir_is_locked_stops_together_with_one_line_each(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -185,3 +192,62 @@ def test_a_job_whose_workdir_is_locked_stops_together_with_one_line_each(tmp_pat
     assert lines[0] == [f"error: {workdir} is in use by process {holder.pid} on {socket.gethostname()}; "
                         "wait for it to finish, or choose another --workdir"], outputs
     assert lines[1] == [f"error: process 0 stopped: {lines[0][0].removeprefix('error: ')}"], outputs
+
+
+# sitecustomize.py for a process whose file writes are watched: an audit hook logs, as it
+# happens, every file or folder it creates, writes, renames or removes inside
+# $LECUN_JAX_WATCH, whichever module does it.
+_WATCH = """
+import os, sys
+_root = os.path.abspath(os.environ["LECUN_JAX_WATCH"])
+_log = open(os.environ["LECUN_JAX_WATCH_LOG"], "a", buffering=1)
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_CHANGES = ("os.rename", "os.remove", "os.rmdir", "os.mkdir", "shutil.rmtree", "os.truncate")
+
+def _watch(event, args):
+    if event == "open":
+        paths = [args[0]] if isinstance(args[2], int) and args[2] & _WRITE else []
+    elif event in _CHANGES:
+        paths = list(args[:2]) if event == "os.rename" else [args[0]]
+    else:
+        return
+    for path in paths:
+        if isinstance(path, (str, bytes, os.PathLike)):
+            path = os.path.abspath(os.fsdecode(path))
+            # not the folder itself, nor tempfile's unnamed file in it: the command line's check
+            # that --workdir takes a file, before any data is loaded
+            if path.startswith(_root + os.sep) and not (os.path.dirname(path) == _root
+                                                        and os.path.basename(path).startswith("tmp")):
+                _log.write(f"{event} {path}\\n")
+
+sys.addaudithook(_watch)
+"""
+
+
+@pytest.mark.slow
+def test_a_diverging_job_writes_its_metrics_once_from_process_0_and_nothing_from_process_1(tmp_path, mnist1989):
+    # mnist1989: the digits prepared before the job starts, which two processes would race to do
+    hooks, workdir = tmp_path / "hooks", tmp_path / "run"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_WATCH)
+    port = _free_port()
+    procs = []
+    for i in range(2):
+        env = dict(_env(1), PYTHONPATH=os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
+                   LECUN_JAX_WATCH=str(workdir), LECUN_JAX_WATCH_LOG=str(tmp_path / f"writes_{i}.log"))
+        procs.append(subprocess.Popen(
+            [sys.executable, str(REPO / "launch.py"), f"--workdir={workdir}", *DIVERGING, "--config.num_seeds=2",
+             "--compilation_cache=", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    # process 1 stops with the same error, or on process 0's word; or, when process 0 (which
+    # holds the job's coordinator) is gone first, the runtime ends it
+    assert procs[0].returncode == 1 and procs[1].returncode != 0, outputs
+    assert "pass 2: loss became NaN/Inf" in outputs[0] and not any("Traceback" in o for o in outputs), outputs
+    writes = [(tmp_path / f"writes_{i}.log").read_text().splitlines() for i in range(2)]
+    assert any(w.endswith(f"{os.sep}metrics.jsonl") for w in writes[0]), writes[0]  # the watch sees the writer's writes
+    assert writes[1] == []  # process 1 wrote nothing: not the metrics of the pass that failed, nor any other file
+    records = reporting.read_jsonl(workdir / "metrics.jsonl")
+    keys = [(r["pass"], r["split"], r["replica"]) for r in records]
+    assert sorted(keys) == sorted(set(keys)) == [(p, s, r) for p in (1, 2) for s in ("test", "train") for r in (0, 1)]
+    assert any(r["loss"] is None for r in records if r["pass"] == 2) and all(r["loss"] is not None for r in records if r["pass"] == 1)

@@ -77,7 +77,8 @@ def test_a_users_module_is_reported_with_its_own_parameters(mlp_run):
     assert summary["model"] == "MLP" and summary["macs_per_digit"] is None
     recorded = json.loads((workdir / "config.json").read_text())["parts"]
     assert recorded["model"]["class"].endswith("MLP") and recorded["model"]["fields"]["hidden"] == 30
-    assert "sgd" in recorded["optimizer"]["init"] or "chain" in recorded["optimizer"]["init"]
+    # sgd with momentum is optax's chain of trace and scale: the record names chain's init
+    assert recorded["optimizer"]["init"] == "optax.transforms._combining.chain.<locals>.init_fn"
     assert recorded["loss"]["function"].endswith("squared_error")
     assert summary["parts"] == recorded
     run = lecun_jax.load_run(workdir)
@@ -111,6 +112,7 @@ def test_a_run_of_another_learning_rate_is_refused_in_the_same_workdir(mlp_run):
                                      optimizer=optax.sgd(0.1, momentum=0.9), loss=squared_error, **quiet)
 
 
+@pytest.mark.slow
 def test_a_subclass_whose_outputs_are_zero_is_at_chance(tmp_path):
     summary = lecun_jax.train_and_evaluate(_config(train__passes=1, data__train_size=500), tmp_path, model=Silenced(), **quiet)
     labels = data_lib.for_config(_config()).test.labels
@@ -128,6 +130,7 @@ def test_the_given_optimizer_is_the_one_that_updates(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, run.params, jax.tree.map(np.asarray, initial))
 
 
+@pytest.mark.slow
 def test_make_train_is_one_pure_function_equal_to_the_host_loop(tmp_path):
     c = _config(train__passes=2, data__train_size=300, num_seeds=2)
     summary = lecun_jax.train_and_evaluate(c, tmp_path, **quiet)
@@ -144,6 +147,7 @@ def test_make_train_is_one_pure_function_equal_to_the_host_loop(tmp_path):
         assert float(got["loss"][r["replica"], r["pass"] - 1]) == pytest.approx(r["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_users_dropout_module_gets_the_dropout_rng(tmp_path):
     c = _config(train__passes=1, data__train_size=300)
     with_dropout = lecun_jax.train_and_evaluate(c, tmp_path / "a", model=MLP(dropout=0.5), loss=squared_error, **quiet)
@@ -160,6 +164,7 @@ def test_becker_lecun_needs_the_modules_layers():
     assert [l.name for l in layers] == ["h1", "h2", "h3", "out"]
 
 
+@pytest.mark.slow
 def test_a_users_module_resumes_from_its_checkpoint(mlp_run, tmp_path):
     import shutil
 
@@ -181,6 +186,7 @@ def test_a_users_module_resumes_from_its_checkpoint(mlp_run, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, lecun_jax.load_run(copy).params, lecun_jax.load_run(workdir).params)
 
 
+@pytest.mark.slow
 def test_a_users_module_trains_several_seeds_at_once(tmp_path):
     c = _config(train__passes=1, data__train_size=300, num_seeds=3)
     summary = lecun_jax.train_and_evaluate(c, tmp_path, model=MLP(), loss=squared_error, **quiet)

@@ -55,6 +55,7 @@ def _empty(folder):
         f.unlink()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
 def test_an_unreadable_newest_checkpoint_is_set_aside_and_an_older_one_resumes(reference, tmp_path, damage):
     workdir = tmp_path / "run"
@@ -73,6 +74,7 @@ def test_an_unreadable_newest_checkpoint_is_set_aside_and_an_older_one_resumes(r
     _same_results(workdir, reference)
 
 
+@pytest.mark.slow
 def test_when_every_checkpoint_is_unreadable_the_run_starts_again(reference, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
@@ -86,6 +88,7 @@ def test_when_every_checkpoint_is_unreadable_the_run_starts_again(reference, tmp
     _same_results(workdir, reference)
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_starts_again(reference, tmp_path):
     # config.json written, no checkpoint yet: the run trains from pass 1, silently, to the same numbers
     workdir = tmp_path / "run"
@@ -99,6 +102,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(reference, tmp_pa
     _same_results(workdir, reference)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_state_is_refused_not_set_aside(reference, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(reference, workdir)
@@ -128,6 +132,7 @@ def _usps_copy(shared_data, folder, keep_train_lines=None):
     return folder
 
 
+@pytest.mark.slow
 def test_resuming_on_changed_data_is_refused(shared_data, tmp_path):
     source = _usps_copy(shared_data, tmp_path / "usps")
     c = _config(**{"data__name": "usps", "data__source_dir": str(source), "data__train_size": None, "train__passes": 2})
@@ -146,6 +151,7 @@ def test_resuming_on_changed_data_is_refused(shared_data, tmp_path):
     assert (workdir / "metrics.jsonl").read_bytes() == metrics_before  # nothing trained on the other data
 
 
+@pytest.mark.slow
 def test_the_data_trained_on_are_recorded(reference):
     summary = json.loads((reference / "summary.json").read_text())
     from lecun_jax import data
@@ -157,6 +163,7 @@ def test_the_data_trained_on_are_recorded(reference):
     assert summary["data"]["source"] == {"where": "shipped", "kind": "shipped", "files": {"mnist1989.npz": data.manifest()["files"]["mnist1989.npz"]["sha256"]}}
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_finishes_its_outputs(tmp_path):
     workdir = tmp_path / "run"
     experiment.train_and_evaluate(_config(), workdir, echo=_quiet)
@@ -177,14 +184,15 @@ def test_a_run_killed_after_its_last_checkpoint_finishes_its_outputs(tmp_path):
 _HOLD = """
 import sys, time
 from pathlib import Path
-from lecun_jax.run import workdir
+from lecun_jax.run import store
 Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
-lock = workdir.WorkdirLock(Path(sys.argv[1]))
+lock = store.WorkdirLock(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_one_run_at_a_time_holds_a_workdir_and_a_killed_one_leaves_no_lock(tmp_path):
     workdir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(workdir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
@@ -201,6 +209,7 @@ def test_one_run_at_a_time_holds_a_workdir_and_a_killed_one_leaves_no_lock(tmp_p
     assert (workdir / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_two_launches_on_one_workdir_one_trains_the_other_stops_with_one_line(tmp_path):
     workdir = tmp_path / "run"
     args = [sys.executable, str(REPO / "launch.py"), f"--workdir={workdir}", "--config.data.train_size=300",
@@ -241,6 +250,7 @@ def _seeds_run(workdir, devices, passes=3):
     return int(result.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_a_run_resumed_on_another_device_count_relays_its_replicas(tmp_path):
     # 3 seeds on 2 devices run as 2 + 2 (a spare pads the mesh); resumed on 1 device, as 3
     assert _seeds_run(tmp_path / "ref", devices=2) == 2

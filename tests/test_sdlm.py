@@ -13,7 +13,10 @@ from lecun_jax import config as config_lib
 from lecun_jax.core import conv as conv_lib
 from lecun_jax.core import losses, sdlm, train
 from lecun_jax.core import model as M
+from lecun_jax import load_run, train_and_evaluate
+from lecun_jax.core.modules import PartError
 from conftest import REPO
+from user_modules import TanhMLP
 
 MSE = losses.mse  # mean over outputs of (o - t)^2, targets +-1
 
@@ -50,6 +53,7 @@ def test_sdlm_step_is_lr_over_mu_plus_h():
     assert sdlm.uses_hessian(state) and not sdlm.uses_hessian(optax.sgd(0.1).init(params))
 
 
+@pytest.mark.slow
 def test_exact_ggn_is_the_diagonal_of_jt_h_j():
     # one tanh layer, 4 inputs -> 10 outputs, and a linear one with cross-entropy: against jacfwd/hessian directly
     k = jax.random.split(jax.random.PRNGKey(0), 4)
@@ -106,6 +110,7 @@ def test_a_shared_weight_sums_its_connections():
     assert float(got["c"]["w"]) == pytest.approx(0.5**2 * 1.0 + 2.0**2 * 1.0)  # x_j^2 * d2E/da^2, summed
 
 
+@pytest.mark.slow
 def test_net1989_estimators_agree_where_they_must(mnist1989):
     model = M.Net1989()
     params = M.init(model, jax.random.PRNGKey(0))
@@ -132,6 +137,7 @@ def test_net1989_estimators_agree_where_they_must(mnist1989):
     assert not np.allclose(bl["h1"]["kernel"], ggn["h1"]["kernel"], rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_training_re_estimates_before_each_pass(mnist1989):
     c = config_lib.load_file(REPO / "configs" / "lecun1989.py", "usps_sdlm")
     c.optimizer.sdlm_samples = 50
@@ -147,3 +153,86 @@ def test_training_re_estimates_before_each_pass(mnist1989):
     h = after["opt_state"][0].h
     assert float(jnp.min(h["h3"]["kernel"])) >= 0 and float(jnp.max(h["h3"]["kernel"])) > 0
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(after["params"]))
+
+
+# --- the paper's optimiser wherever it stands in the chain ------------------------------
+
+BY_HAND = {  # the usps_sdlm preset's optimiser (lr 1e-3, mu 0.02, constant), built by a user
+    "chain": lambda: optax.chain(optax.clip_by_global_norm(10.0), sdlm.sdlm(1e-3)),
+    "alone": lambda: sdlm.sdlm(1e-3),
+}
+quiet = dict(echo=lambda s: None, plots=False)
+
+
+def _h(opt_state):
+    is_state = lambda s: isinstance(s, sdlm.DiagonalHessianState)
+    (state,) = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
+    return state.h
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form,module,estimator", [("chain", None, "becker_lecun"), ("alone", TanhMLP(), "exact_ggn")],
+                         ids=["net1989-chain", "mlp-alone"])
+def test_the_training_pass_refreshes_an_sdlm_state_a_user_built(mnist1989, form, module, estimator):
+    c = config_lib.base()  # optimizer.name=sgd: the SDLM state comes from the user's optimiser alone
+    n = c.train.batch_size = 50  # sdlm_samples (500) > n: the estimate is on all n digits
+    c.optimizer.sdlm_estimator = estimator
+    parts = train.make_parts(c, n, model=module, optimizer=BY_HAND[form]())
+    train_pass, _ = train.make_step_fns(c, parts, n, n)
+    state = train.init_states(c, parts.model, parts.optimizer)
+    x, y = mnist1989.train.images[:n], mnist1989.train.labels[:n]
+    after = jax.jit(train_pass)(state, x, y)
+    if module is None:
+        layers = M.Net1989().layers()
+        reference = lambda p, x, y: sdlm.becker_lecun(layers, MSE, p, x, y)
+    else:
+        reference = lambda p, x, y: sdlm.exact_ggn(lambda p, x: module.apply({"params": p}, x), MSE, p, x, y)
+    want = jax.jit(reference)(state["params"], x, y)  # jitted: op by op, it is slow on a CPU
+    assert all(float(jnp.max(jnp.abs(v))) == 0.0 for v in jax.tree.leaves(_h(state["opt_state"])))  # h = 0 at init
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9), _h(after["opt_state"]), want)
+
+
+def _usps_sdlm():
+    c = config_lib.load_file(REPO / "configs" / "lecun1989.py", "usps_sdlm")
+    assert (c.optimizer.learning_rate, c.optimizer.sdlm_mu, c.optimizer.schedule) == (1e-3, 0.02, "constant")
+    c.data.train_size, c.train.passes, c.optimizer.sdlm_samples = 300, 2, 100
+    return c
+
+
+@pytest.fixture(scope="module")
+def preset_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("preset")
+    train_and_evaluate(_usps_sdlm(), workdir, **quiet)
+    return load_run(workdir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", BY_HAND)
+def test_an_sdlm_optimizer_passed_by_hand_trains_as_the_preset(preset_run, tmp_path, form):
+    train_and_evaluate(_usps_sdlm(), tmp_path, optimizer=BY_HAND[form](), **quiet)
+    run = load_run(tmp_path)
+    misses = lambda r: [(m["pass"], m["split"], m["misses"]) for m in r.metrics]
+    assert misses(run) == misses(preset_run)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), run.params, preset_run.params)
+
+
+def _mlp_config(estimator):
+    c = config_lib.base()
+    c.data.train_size, c.train.passes, c.optimizer.sdlm_estimator = 300, 2, estimator
+    return c
+
+
+def test_becker_lecun_on_a_module_without_layers_is_refused_before_any_pass(tmp_path):
+    with pytest.raises(PartError, match=r"^optimizer.sdlm_estimator=becker_lecun needs a module with layers\(\) "
+                                        r"like Net1989, not TanhMLP; valid for any module: exact_ggn$"):
+        train_and_evaluate(_mlp_config("becker_lecun"), tmp_path / "run", model=TanhMLP(), optimizer=BY_HAND["chain"](),
+                           **quiet)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_exact_ggn_trains_a_module_without_layers_with_a_hand_built_sdlm(tmp_path):
+    c = _mlp_config("exact_ggn")
+    train_and_evaluate(c, tmp_path / "run", model=TanhMLP(), optimizer=BY_HAND["chain"](), **quiet)
+    errors = [m["error"] for m in load_run(tmp_path / "run").metrics if m["split"] == "test"]
+    assert errors[0] > errors[1] and errors[1] < 50  # learning; untrained, this MLP misses 88 %

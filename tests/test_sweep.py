@@ -5,6 +5,7 @@ fail for any reason."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,7 @@ def test_sweep_fields_are_not_grid_axes():
             sweep.parse_grid(grid)
 
 
+@pytest.mark.slow
 def test_a_sweep_field_in_the_grid_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "launch.py"), "--config.sweep.grid=sweep.rows=repro,ce", f"--workdir={tmp_path / 's'}"],
@@ -89,6 +91,7 @@ def grid_sweep(tmp_path_factory):
     return workdir, records
 
 
+@pytest.mark.slow
 def test_grid_table_has_a_column_per_varied_field_and_no_published_figure(grid_sweep):
     workdir, records = grid_sweep
     rows = _csv(workdir / "table.csv")
@@ -107,6 +110,7 @@ def test_grid_table_has_a_column_per_varied_field_and_no_published_figure(grid_s
     assert all(r["reference_test_error"] is None for r in saved["rows"])
 
 
+@pytest.mark.slow
 def test_sweep_json_has_every_seeds_final_errors(grid_sweep):
     workdir, _ = grid_sweep
     for row in json.loads((workdir / "sweep.json").read_text())["rows"]:
@@ -117,6 +121,7 @@ def test_sweep_json_has_every_seeds_final_errors(grid_sweep):
             assert row[f"{split}_error_mean"] == pytest.approx(sum(row[f"{split}_errors"]) / 2)
 
 
+@pytest.mark.slow
 def test_a_grid_value_with_a_slash_makes_one_flat_folder(tmp_path):
     c = config_lib.base()
     c.data.train_size, c.train.passes = 200, 1
@@ -135,6 +140,7 @@ def test_a_grid_value_with_a_slash_makes_one_flat_folder(tmp_path):
     assert sweep.folder_name("run-lr=0.01") == "run-lr=0.01"
 
 
+@pytest.mark.slow
 def test_a_row_failing_with_an_unexpected_exception_is_marked_failed_and_the_table_is_written(tmp_path, monkeypatch):
     real = experiment.train_and_evaluate
 
@@ -161,18 +167,19 @@ def test_a_row_failing_with_an_unexpected_exception_is_marked_failed_and_the_tab
     assert any("run-learning_rate=0.01 failed: RuntimeError" in l for l in lines)
 
 
+@pytest.mark.slow
 def test_a_learning_rate_grid_trains_as_one_program_with_each_rows_own_numbers(tmp_path, monkeypatch):
     c = small_config(train__passes=2, num_seeds=2)
     c.sweep.grid = "optimizer.learning_rate=0.005,0.01,0.02,0.03"
     calls = []
     real = experiment.train_and_evaluate
     monkeypatch.setattr(experiment, "train_and_evaluate", lambda *a, **k: calls.append(k.get("init_states")) or real(*a, **k))
+    alone = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path / "alone", echo=lambda s: None)
+    assert len(calls) == 4 and calls == [None] * 4  # by default each row is its own run
+    c.sweep.together = True
+    calls.clear()
     together = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path / "together", echo=lambda s: None)
     assert len(calls) == 1 and calls[0].__self__.values == {"learning_rate": (0.005, 0.01, 0.02, 0.03)}  # one program, 4 x 2 networks
-    c.sweep.together = False
-    calls.clear()
-    alone = sweep.run(REPO / "configs" / "lecun1989.py", c, {}, tmp_path / "alone", echo=lambda s: None)
-    assert len(calls) == 4 and calls == [None] * 4
     assert [r["status"] for r in together] == ["ok"] * 4
     for t, a in zip(together, alone):
         row_t = experiment.load_run(t["workdir"])  # an ordinary run in the row's folder
@@ -185,3 +192,15 @@ def test_a_learning_rate_grid_trains_as_one_program_with_each_rows_own_numbers(t
         jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5), row_t.params, row_a.params)
         assert row_t.test_outputs.shape == row_a.test_outputs.shape == (2, 2007, 10)
         assert (Path(t["workdir"]) / "plots" / "curves.png").exists()
+        # written by the store's verbs, as a run alone writes it: the same files (but checkpoints,
+        # whose optimiser state would be the group's), the same config.json, the same summary keys
+        files_t, files_a = _tree(Path(t["workdir"])), _tree(Path(a["workdir"]))
+        assert not any(f.startswith("checkpoints") for f in files_t) and "checkpoints/1/state.npz" in files_a
+        assert files_t == {f for f in files_a if not f.startswith("checkpoints")}
+        assert (Path(t["workdir"]) / "config.json").read_text() == (Path(a["workdir"]) / "config.json").read_text()
+        assert set(row_t.summary) == set(row_a.summary) | {"together"}
+
+
+def _tree(folder: Path) -> set[str]:
+    """Every file and folder under ``folder``; TensorBoard's event files by their kind (their names hold a time and a host)."""
+    return {re.sub(r"events\.out\.tfevents\..*", "events.out.tfevents.*", str(p.relative_to(folder))) for p in folder.rglob("*")}

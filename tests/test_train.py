@@ -32,7 +32,7 @@ def _hand_written_sgd(params, images, labels, lr, batch_size=1, forward=karpathy
     return params
 
 
-@pytest.mark.parametrize("num_steps", [1, 5])
+@pytest.mark.parametrize("num_steps", [pytest.param(1, marks=pytest.mark.slow), 5])
 def test_scanned_pass_equals_hand_written_sgd(mnist1989, num_steps):
     config, model, tx, state = _setup()
     images, labels = mnist1989.train.images[:num_steps], mnist1989.train.labels[:num_steps]
@@ -69,6 +69,7 @@ def test_evaluate_counts_misses_and_averages_the_loss(mnist1989):
         assert float(got["loss"]) == pytest.approx(expected_loss, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_pass_lowers_the_loss(mnist1989):
     config, model, tx, state = _setup()
     n = 2000
@@ -91,6 +92,7 @@ def _run(tmp_path, name, **overrides):
     return summary, reporting.read_jsonl(tmp_path / name / reporting.METRICS), reporting.load_params(tmp_path / name / reporting.PARAMS)
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     _, m1, p1 = _run(tmp_path, "a")
     _, m2, p2 = _run(tmp_path, "b")
@@ -112,6 +114,7 @@ def _allclose(a, b, rtol=1e-4, atol=2e-6):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["1989", "relu_ce", "1989_shuffled"])
 def test_a_longer_pass_equals_hand_written_sgd(mnist1989, variant):
     # STEPS per-digit steps of jax.grad + optax against plain SGD on the independent reference forward;
@@ -139,6 +142,7 @@ def test_a_longer_pass_equals_hand_written_sgd(mnist1989, variant):
     assert np.all(np.asarray(ours["params"]["h2"]["kernel"])[mask == 0] == 0)
 
 
+@pytest.mark.slow
 def test_epoch_of_replicas_equals_each_replica_alone(mnist1989):
     # num_seeds > 1: the epoch vmaps train pass and evaluation over the replicas; each equals its own run
     c = config_lib.base()
@@ -169,6 +173,7 @@ def test_epoch_of_replicas_equals_each_replica_alone(mnist1989):
     assert set(bare) == {"finite"}
 
 
+@pytest.mark.slow
 def test_make_train_is_the_epochs_in_one_function(mnist1989):
     c = config_lib.base()
     c.train.passes, n_train, n_test = 2, 50, 200
@@ -234,6 +239,7 @@ def test_the_dropout_masks_of_a_pass_are_independent_draws_at_the_rate():
     assert np.abs(units).max() < 7 / np.sqrt(steps * batch)  # 18,336 pairs of units
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["repro", "relu_dropout"])
 def test_compiler_options_change_no_number(mnist1989, recipe):
     # train.compiler_options() only changes how XLA places buffers: a pass compiled with them
@@ -251,6 +257,7 @@ def test_compiler_options_change_no_number(mnist1989, recipe):
     jax.tree.map(np.testing.assert_array_equal, ours, plain)
 
 
+@pytest.mark.slow
 def test_a_seed_is_the_same_network_whatever_the_number_of_seeds_or_the_chunking(mnist1989):
     # Replicas vmapped in chunks (train.REPLICA_CHUNK) or all at once, among 6 seeds or 3:
     # replica r is the same network. Not bit for bit: on a CPU, XLA vectorises the

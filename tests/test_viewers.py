@@ -25,6 +25,7 @@ from lecun_jax.run import experiment, reporting
 from conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "explore.ipynb"
+pytestmark = pytest.mark.slow  # a TensorBoard server and two notebook kernels
 
 
 def executable(name: str) -> str | None:

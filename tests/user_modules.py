@@ -1,8 +1,11 @@
-"""Modules a researcher writes today, as the tests train them: Flax NNX, and batch normalisation."""
+"""Modules a researcher writes today, as the tests train them: Flax NNX, batch normalisation,
+linen modules with no train argument or with **kwargs."""
 
 import flax.linen as nn
 import jax.numpy as jnp
 from flax import nnx
+
+from lecun_jax.core.model import Net1989
 
 
 class NNXMLP(nnx.Module):
@@ -46,3 +49,46 @@ class NNXBatchNormCNN(nnx.Module):
     def __call__(self, x):
         x = nnx.relu(self.bn(self.conv(x))).reshape(x.shape[0], -1)
         return self.out(self.dropout(x))
+
+
+class FlaxExamplesCNN(nn.Module):
+    """The CNN of google/flax examples/mnist, written as there: its __call__ takes no train."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(features=32, kernel_size=(3, 3))(x)
+        x = nn.relu(x)
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = nn.Conv(features=64, kernel_size=(3, 3))(x)
+        x = nn.relu(x)
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))  # flatten
+        x = nn.Dense(features=256)(x)
+        x = nn.relu(x)
+        x = nn.Dense(features=10)(x)
+        return x
+
+
+class TanhMLP(nn.Module):
+    """256 -> 30 -> 10, tanh, no train argument and no layers(): what becker_lecun cannot walk."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.tanh(nn.Dense(30)(x.reshape(x.shape[0], -1)))
+        return jnp.tanh(nn.Dense(10)(x))
+
+
+class KeywordNet1989(Net1989):
+    """The 1989 network, its keywords (train) passed on through **kw."""
+
+    @nn.compact
+    def __call__(self, x, **kw):
+        return super().__call__(x, **kw)
+
+
+class ZeroedKeywordNet1989(Net1989):
+    """The same, its outputs multiplied by 0: every digit gets the same scores."""
+
+    @nn.compact
+    def __call__(self, x, **kw):
+        return super().__call__(x, **kw) * 0.0

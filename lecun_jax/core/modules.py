@@ -2,7 +2,9 @@
 
 Training calls a module as Flax linen does: ``variables = module.init({'params':
 key}, x, train=False)`` and ``module.apply(variables, x, train=..., rngs=...,
-mutable=...)`` on pure pytrees of arrays. A linen module is that already. An
+mutable=...)`` on pure pytrees of arrays. A linen module is that already when
+its ``__call__`` takes ``train`` (by name or through ``**kwargs``); one that
+does not is called without it (:class:`LinenModule`). An
 NNX module (``flax.nnx``), given as an instance or as a function of
 ``nnx.Rngs`` that builds one, is split into its graph and pure state
 (:class:`NNXModule`): its ``nnx.Param`` variables are the ``params``
@@ -11,8 +13,9 @@ collection, and its random streams are drawn afresh from the step's key.
 
 :func:`check_parts` refuses, in one line and before any pass, a module whose
 output is not ``(batch, 10)`` scores of ``(batch, 16, 16, 1)`` digits, a loss
-that does not give one value per example, and an optimiser that is not an
-Optax ``GradientTransformation``.
+that does not give one value per example, an optimiser that is not an
+Optax ``GradientTransformation``, and, where the optimiser holds an SDLM state
+(whoever built the chain), a module its curvature estimate cannot serve.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
+from lecun_jax.core import sdlm
 
 DIGITS = (16, 16, 1)  # one digit as every module takes it
 CLASSES = 10
@@ -48,7 +53,7 @@ class NNXModule:
         self.user_class = type(example)
         self.graphdef, params, rngs, rest = nnx.split(example, nnx.Param, nnx.RngState, ...)
         self._abstract = {"params": _abstract(params), "rngs": _abstract(rngs), "state": _abstract(rest)}
-        self._takes_train = "train" in inspect.signature(self.user_class.__call__).parameters
+        self._takes_train = takes_train(self.user_class.__call__)
 
     def init(self, rngs, x, train: bool = False) -> dict:
         key = rngs["params"] if isinstance(rngs, dict) else rngs
@@ -73,6 +78,37 @@ class NNXModule:
             return outputs
         _, _, _, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
         return outputs, {"state": nnx.to_pure_dict(rest)}
+
+
+class LinenModule:
+    """A linen module whose ``__call__`` takes no ``train``, with ``init``/``apply`` that drop it.
+
+    The parameters are the module's own (no extra nesting); its attributes
+    (``layers()``, fields) read through to it.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.user_class = type(module)
+
+    def init(self, rngs, x, train: bool = False, **kwargs) -> dict:
+        del train
+        return self.module.init(rngs, x, **kwargs)
+
+    def apply(self, variables: dict, x, *, train: bool = False, **kwargs):
+        del train
+        return self.module.apply(variables, x, **kwargs)
+
+    def __getattr__(self, name):
+        if name == "module":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+
+def takes_train(call: Callable) -> bool:
+    """Whether ``call`` takes a ``train`` keyword: by name, or through ``**kwargs``."""
+    params = inspect.signature(call).parameters.values()
+    return any(p.kind == p.VAR_KEYWORD or (p.name == "train" and p.kind != p.POSITIONAL_ONLY) for p in params)
 
 
 def _abstract(state: nnx.State) -> dict:
@@ -102,12 +138,16 @@ def is_nnx(model) -> bool:
 
 
 def as_module(model):
-    """``model`` with linen's ``init``/``apply``: a linen module as it is, an NNX one wrapped."""
-    return NNXModule(model) if is_nnx(model) else model
+    """``model`` with linen's ``init``/``apply`` taking ``train``: a linen module that takes it
+    as it is, one that does not or an NNX one wrapped."""
+    if is_nnx(model):
+        return NNXModule(model)
+    return model if takes_train(model.__call__) else LinenModule(model)
 
 
 def describe(model) -> dict:
     """What a run records of a user's module: its class and its constructor's fields."""
+    model = model.module if isinstance(model, LinenModule) else model
     if isinstance(model, nn.Module):
         fields = {f: getattr(model, f) for f in model.__dataclass_fields__ if f not in ("parent", "name")}
         return {"class": f"{type(model).__module__}.{type(model).__qualname__}", "fields": fields}
@@ -121,25 +161,30 @@ def describe(model) -> dict:
 
 def class_name(model) -> str:
     """The user's class of a module (an NNX module's own, not its wrapper's)."""
-    return model.user_class.__name__ if isinstance(model, NNXModule) else type(model).__name__
+    return model.user_class.__name__ if isinstance(model, (NNXModule, LinenModule)) else type(model).__name__
 
 
-def check_parts(model=None, optimizer=None, loss=None, *, num_seeds: int = 1, stateless: bool = False) -> None:
-    """Raises :class:`PartError` with one line for a part that training cannot use
-    (``stateless``: the module must keep nothing beside its parameters)."""
+def check_parts(model=None, optimizer=None, loss=None, *, num_seeds: int = 1,
+                sdlm_estimator: str = sdlm.ESTIMATORS[0]) -> None:
+    """Raises :class:`PartError` with one line for a part that training cannot use.
+
+    ``optimizer``: the one that trains (the config's where the user passed none). Where
+    its state holds an SDLM diagonal, training re-estimates it with ``sdlm_estimator``:
+    the module must keep nothing beside its parameters and the estimator must serve it.
+    """
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         raise PartError(f"optimizer is {type(optimizer).__name__}; an optimizer must be an optax.GradientTransformation "
                         "(e.g. optax.sgd(0.01))")
     if model is not None:
-        _check_model(model, num_seeds, stateless)
+        variables = _check_model(model, num_seeds)
+        if optimizer is not None and sdlm.uses_hessian(_abstract_opt_state(optimizer, variables["params"])):
+            _check_sdlm(model, variables, loss, sdlm_estimator)
     if loss is not None:
         _check_loss(loss)
 
 
-def _check_model(model, num_seeds: int, stateless: bool) -> None:
-    if isinstance(model, nn.Module) and "train" not in inspect.signature(model.__call__).parameters:
-        raise PartError(f"model {type(model).__name__}: its __call__ takes no 'train' argument; a linen model is "
-                        "called as __call__(self, x, *, train: bool) (dropout and batch norm switch on it)")
+def _check_model(model, num_seeds: int) -> dict:
+    """The module's abstract variables, once it is known to take the digits."""
     if isinstance(model, type) and issubclass(model, nn.Module):
         raise PartError(f"model is the class {model.__name__}; pass an instance, model={model.__name__}(...)")
     if not (isinstance(model, (nn.Module, nnx.Module)) or callable(model)):
@@ -160,9 +205,26 @@ def _check_model(model, num_seeds: int, stateless: bool) -> None:
     if getattr(outputs, "shape", None) != (2, CLASSES):
         got = getattr(outputs, "shape", type(outputs).__name__)
         raise PartError(f"model returned {got} for (2, 16, 16, 1) digits; a model must return (batch, 10) scores")
-    if stateless and set(variables) != {"params"}:
+    return variables
+
+
+def _abstract_opt_state(optimizer: optax.GradientTransformation, params):
+    try:
+        return jax.eval_shape(optimizer.init, params)
+    except Exception as e:  # noqa: BLE001 - whatever init raised, it cannot hold these parameters
+        raise PartError(f"optimizer.init cannot take the model's params: {type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]}") from None
+
+
+def _check_sdlm(model, variables: dict, loss, estimator: str) -> None:
+    """The SDLM optimiser's curvature estimate needs a module without state, that ``estimator`` serves."""
+    if set(variables) != {"params"}:
         raise PartError(f"model keeps {', '.join(sorted(set(variables) - {'params'}))} beside its params; the sdlm "
-                        "optimiser's curvature needs a module without: use optimizer.name=sgd or adamw")
+                        "optimiser's curvature needs a module without: use another optimiser (e.g. optimizer.name=sgd)")
+    try:
+        sdlm.estimator(estimator, as_module(model), loss)
+    except ValueError as e:
+        raise PartError(str(e)) from None
 
 
 def _check_loss(loss) -> None:

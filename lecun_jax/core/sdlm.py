@@ -68,6 +68,7 @@ def with_hessian(opt_state, h):
 
 
 def uses_hessian(opt_state) -> bool:
+    """Whether ``opt_state`` (concrete or abstract) holds an SDLM diagonal, wherever in the chain."""
     is_state = lambda s: isinstance(s, DiagonalHessianState)
     return any(is_state(s) for s in jax.tree.leaves(opt_state, is_leaf=is_state))
 
@@ -141,7 +142,7 @@ def estimator(name: str, model, loss_fn: Callable) -> Callable:
         if not hasattr(model, "layers"):
             raise ValueError(
                 f"optimizer.sdlm_estimator=becker_lecun needs a module with layers() like Net1989, "
-                f"not {type(model).__name__}; valid for any module: exact_ggn"
+                f"not {getattr(model, 'user_class', type(model)).__name__}; valid for any module: exact_ggn"
             )
         layers = model.layers()
         return lambda params, images, labels: becker_lecun(layers, loss_fn, params, images, labels)

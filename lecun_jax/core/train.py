@@ -187,8 +187,9 @@ def make_train_pass(
     per pass with ``shuffle``); a last, short batch is padded and its padding
     masked out of the loss, so every example counts once. ``augment``
     (``config.augment``) shifts each batch inside the step. ``curvature(params,
-    images, labels)``, for SDLM, re-estimates the diagonal Hessian on
-    ``curvature_samples`` digits drawn from ``fold_in(k, 4)`` before the pass.
+    images, labels)``, for SDLM, re-estimates the diagonal Hessian of every SDLM
+    state in the optimiser's on ``curvature_samples`` digits drawn from
+    ``fold_in(k, 4)`` before the pass.
     Dropout gets Flax's ``dropout`` rng, a key per step.
     """
     steps = steps_per_pass(num_train, batch_size)
@@ -264,10 +265,12 @@ def data_splits(data: dict) -> tuple[str, ...]:
 
 
 def _curvature(config, parts: Parts):
-    o = config.optimizer
-    if o.name != "sdlm" or "optimizer" in parts.given:
+    """The diagonal Hessian estimator (``config.optimizer.sdlm_estimator``) where the optimiser's
+    state holds an SDLM diagonal, whoever built the chain; None where it holds none."""
+    opt_state = jax.eval_shape(parts.optimizer.init, model_lib.abstract_params(parts.model))
+    if not sdlm_lib.uses_hessian(opt_state):
         return None
-    return sdlm_lib.estimator(o.sdlm_estimator, parts.model, parts.loss)
+    return sdlm_lib.estimator(config.optimizer.sdlm_estimator, parts.model, parts.loss)
 
 
 def make_step_fns(config, parts: Parts, num_train: int, num_test: int, *, unroll: int = 1):

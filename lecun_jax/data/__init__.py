@@ -77,11 +77,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
-    def targets(self) -> np.ndarray:
-        """The 1989 targets: +1 for the true class, -1 for the other nine."""
-        return one_hot_pm1(self.labels)
-
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -96,10 +91,6 @@ class Dataset:
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "test": self.test}[name]
-
-
-def one_hot_pm1(labels) -> np.ndarray:
-    return np.where(np.arange(NUM_CLASSES) == np.asarray(labels)[:, None], 1.0, -1.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -370,13 +361,3 @@ def select_train(dataset: Dataset, size: int | None, subset: str = "prefix", see
     train = Split(images=dataset.train.images[keep], labels=dataset.train.labels[keep])
     return dataclasses.replace(dataset, train=train)
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Rebuild lecun_jax/shipped from the official files.")
-    parser.add_argument("command", choices=["build"])
-    parser.add_argument("--mnist_dir", required=True)
-    parser.add_argument("--usps_dir", required=True)
-    args = parser.parse_args()
-    print(json.dumps(build_shipped(args.mnist_dir, args.usps_dir), indent=2))

@@ -1,17 +1,9 @@
 """The host loop of a run: prepare or resume, compile, pass after pass, finish.
 
 ``train_and_evaluate(config, workdir)`` trains as the config says and keeps
-the workdir complete and consistent after every pass:
-
-    config.json         the validated config (and the parts a user passed in)
-    metrics.jsonl       one record per pass, split and replica
-    checkpoints/        <pass>/state.npz: train state, the metrics so far and the
-                        data's digests, after every pass; the last 3 kept
-    tensorboard/        event files: loss, error, learning rate per pass
-    params.npz          final parameters
-    test_outputs.npz    the final networks' outputs on the test split
-    summary.json        final metrics, times, device, versions, time-travel ledger
-    plots/              curves, misclassified digits, confusion matrix (PNG)
+the workdir complete and consistent after every pass, through its
+:class:`lecun_jax.run.store.RunStore`; what the workdir holds, file by file, is
+the README's table under "What the output means".
 
 Every random stream is a pure function of (seed, replica, pass), and the
 outputs after the last pass are derived from the last checkpoint, with
@@ -24,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import threading
 import time
 from pathlib import Path
@@ -44,11 +35,13 @@ from lecun_jax import data as data_lib
 from lecun_jax.run import logs
 from lecun_jax.core import model as model_lib
 from lecun_jax.core import modules, optimizers
-from lecun_jax.run import processes, reporting
+from lecun_jax.run import processes as processes_lib
+from lecun_jax.run import reporting
 from lecun_jax.run import plots as plots_lib
+from lecun_jax.run import store as store_lib
 from lecun_jax.core import train as train_lib
 from lecun_jax.run.runs import Run, load_run  # noqa: F401  (the package's load_run)
-from lecun_jax.run.workdir import WorkdirError, WorkdirLock, config_json, describe_parts, inspect_workdir
+from lecun_jax.run.workdir import describe_parts
 
 SPLITS = data_lib.SPLITS
 InitStates = Callable[[ml_collections.ConfigDict, nn.Module, optax.GradientTransformation, int], train_lib.State]
@@ -70,44 +63,42 @@ def train_and_evaluate(
     label: str | None = None,
     echo: Callable[[str], None] = print,
     plots: bool = True,
+    processes: processes_lib.Processes | None = None,
 ) -> dict:
     """Trains as ``config`` says, in (or resuming) ``workdir``; returns the run summary.
 
     ``model`` (a Flax linen module called as ``apply({'params': p, ...}, images (B, 16, 16,
-    1), train=bool, rngs={'dropout': key})`` -> (B, 10); or an NNX module, or a function
+    1), train=bool, rngs={'dropout': key})`` -> (B, 10), without ``train`` where its
+    ``__call__`` takes neither it nor ``**kwargs``; or an NNX module, or a function
     of ``nnx.Rngs`` that builds one: see :mod:`lecun_jax.core.modules`), ``optimizer`` (an Optax
     ``GradientTransformation``) and ``loss`` (``loss(outputs, labels) -> (B,)``
     per-example losses) replace the config's parts; ``init_states(config, model,
     optimizer, replicas)`` replaces :func:`lecun_jax.core.train.init_states`, the state of
     every replica before pass 1. ``config.json`` and ``summary.json`` record them
-    under ``parts``. With several processes, process 0 alone writes and prints.
+    under ``parts``. ``processes``: who runs it (default: every process of the job,
+    :func:`lecun_jax.run.processes.job`); process 0 alone writes and prints.
     """
     start, startup_s = time.perf_counter(), logs.process_age()
     config_lib.validate(config)
-    modules.check_parts(model, optimizer, loss, num_seeds=config.num_seeds,  # before the workdir is touched
-                        stateless=config.optimizer.name == "sdlm" and optimizer is None)
-    workdir = Path(workdir)
+    # before the workdir is touched; with the optimiser that trains (its state's layout needs no data size)
+    modules.check_parts(model, optimizer if optimizer is not None else optimizers.make(
+                            config.optimizer, steps_per_pass=1, passes=config.train.passes),
+                        loss, num_seeds=config.num_seeds, sdlm_estimator=config.optimizer.sdlm_estimator)
+    processes = processes or processes_lib.job()
     given = describe_parts(model, optimizer, loss, init_states)
-    writer = processes.process_index() == 0
-    if writer:
-        workdir.mkdir(parents=True, exist_ok=True)
-    lock = WorkdirLock(workdir) if writer else None
-    try:
-        with processes.interruptible():
-            status = _status(config, workdir, overwrite, given)
-            if status == "done":
-                return _report_done(workdir, echo if writer else _silent)
-            run = _Run(config=config, workdir=workdir, given=given, label=label, plots=plots,
-                       echo=echo if writer else _silent, times={"start": start, "startup_s": startup_s})
-            _prepare(run, dict(model=model, optimizer=optimizer, loss=loss), init_states or train_lib.init_states)
-            if status == "resume":
-                _resume(run)
-            epochs = _compile(run)
-            _passes(run, epochs)
-            return _finish(run)
-    finally:
-        if lock is not None:
-            lock.release()
+    with store_lib.RunStore(workdir, processes, echo=echo) as store, processes_lib.interruptible():
+        echo = echo if store.writes else _silent  # the process that writes is the one that prints
+        status = store.open(config, given, overwrite)
+        if status == "done":
+            return _report_done(store, echo)
+        run = _Run(config=config, store=store, processes=processes, given=given, label=label, plots=plots,
+                   echo=echo, times={"start": start, "startup_s": startup_s})
+        _prepare(run, dict(model=model, optimizer=optimizer, loss=loss), init_states or train_lib.init_states)
+        if status == "resume":
+            _resume(run)
+        epochs = _compile(run)
+        _passes(run, epochs)
+        return _finish(run)
 
 
 @dataclasses.dataclass
@@ -115,7 +106,8 @@ class _Run:
     """What the phases of one run share."""
 
     config: ml_collections.ConfigDict
-    workdir: Path
+    store: store_lib.RunStore
+    processes: processes_lib.Processes
     given: dict  # what config.json records of the parts a user passed in
     label: str | None
     plots: bool
@@ -130,33 +122,21 @@ class _Run:
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)
     state: Any = None
     records: list[dict] = dataclasses.field(default_factory=list)
-    checkpoints: checkpoints_lib.Checkpoints | None = None
     pass_times: list[float] = dataclasses.field(default_factory=list)
-
-    @property
-    def writer(self) -> bool:
-        return processes.process_index() == 0
 
     @property
     def first(self) -> int:
         """The first pass to run (after a resume, the one after the checkpoint's)."""
-        return int(np.asarray(processes.to_numpy(self.state["pass"])).reshape(-1)[0]) + 1
+        return int(np.asarray(processes_lib.to_numpy(self.state["pass"], self.processes)).reshape(-1)[0]) + 1
 
     def host_state(self):
-        return processes.real_replicas(self.config.num_seeds, processes.to_numpy(self.state))
+        """Host copies of the real replicas' state, gathered: every process must call it."""
+        return processes_lib.real_replicas(self.config.num_seeds, processes_lib.to_numpy(self.state, self.processes))
 
 
-def _status(config, workdir: Path, overwrite: bool, given: dict) -> str:
-    """'new', 'resume' or 'done': process 0 inspects (and with overwrite clears) the
-    workdir; the others take its verdict rather than race it."""
-    statuses = ("new", "resume", "done")
-    status = inspect_workdir(config, workdir, overwrite, given) if processes.process_index() == 0 else "new"
-    return statuses[processes.from_process_0(statuses.index(status))]
-
-
-def _report_done(workdir: Path, echo) -> dict:
-    done = json.loads((workdir / reporting.SUMMARY).read_text())
-    echo(f"{workdir} already holds this run, finished; its results:")
+def _report_done(store: store_lib.RunStore, echo) -> dict:
+    done = store.summary()
+    echo(f"{store.workdir} already holds this run, finished; its results:")
     for split in SPLITS:
         f = done["final"][split]
         echo(reporting.eval_line(split, f["loss"], f["error"], f["misses"]))
@@ -166,42 +146,25 @@ def _report_done(workdir: Path, echo) -> dict:
 def _prepare(run: _Run, given_parts: dict, init_states: InitStates) -> None:
     """The data on the device, the parts, and the state before pass 1."""
     config = run.config
-    run.mesh, run.replicas = processes.replica_layout(config.num_seeds, train_lib.replica_chunk_target())
+    run.mesh, run.replicas = processes_lib.replica_layout(config.num_seeds, train_lib.replica_chunk_target(),
+                                                          run.processes)
     run.dataset = data_lib.for_config(config)
     run.identity = checkpoints_lib.data_identity(config, run.dataset)
-    run.arrays = processes.device_data(run.dataset, run.mesh)
+    run.arrays = processes_lib.device_data(run.dataset, run.mesh)
     run.sizes = {s: len(run.dataset.split(s)) for s in SPLITS}
     run.times["data_s"] = time.perf_counter() - run.times["start"]
     run.parts = train_lib.make_parts(config, run.sizes["train"], **given_parts)
     run.state = init_states(config, run.parts.model, run.parts.optimizer, run.replicas)
-    run.checkpoints = checkpoints_lib.Checkpoints(run.workdir / reporting.CHECKPOINTS, echo=run.echo)
 
 
 def _resume(run: _Run) -> None:
-    """The state and records of the newest readable checkpoint, the one process 0 chose."""
-    template = run.host_state()
-    restored, mismatch = None, None
-    if run.writer:
-        try:
-            restored = run.checkpoints.restore(template)
-        except checkpoints_lib.CheckpointMismatch as e:  # e.g. another module's parameters
-            mismatch = str(e)
-    chosen = processes.from_process_0(-2 if mismatch else -1 if restored is None else restored[2]["pass"])
-    if chosen == -2:
-        raise WorkdirError(
-            f"{run.workdir}: its checkpoint does not fit this run's train state ({mismatch or 'see process 0'}); "
-            "pass --overwrite to start again, or choose another --workdir"
-        )
-    if not run.writer and chosen >= 0:
-        restored = run.checkpoints.read(chosen, template)
-    if restored is None:  # killed before its first checkpoint, or every one set aside
-        if run.checkpoints.set_aside:
-            run.echo(f"{run.workdir}: no readable checkpoint; starting from pass 1")
+    """The state and records of the checkpoint process 0 chose (see RunStore.resume)."""
+    restored = run.store.resume(run.host_state(), run.identity)
+    if restored is None:
         return
     host_state, run.records, meta = restored
-    checkpoints_lib.check_same_data(run.workdir, meta, run.identity)
-    run.state = processes.pad_replicas(run.config.num_seeds, host_state, run.replicas)
-    run.echo(f"resuming {run.workdir} after pass {meta['pass']} of {run.config.train.passes}")
+    run.state = processes_lib.pad_replicas(run.config.num_seeds, host_state, run.replicas)
+    run.echo(f"resuming {run.store.workdir} after pass {meta['pass']} of {run.config.train.passes}")
 
 
 def _compile(run: _Run) -> dict[bool, Any]:
@@ -228,7 +191,7 @@ def _compile(run: _Run) -> dict[bool, Any]:
         f"{'held-out' if config.data.validation_size else 'test'} digits; "
         f"{modules.class_name(run.parts.model)}, {n_params['total']:,} parameters; "
         f"{config.num_seeds} seed(s) from {config.seed}; "
-        f"{processes.device_info()['kind']} x{1 if run.mesh is None else run.mesh.size}; "
+        f"{processes_lib.device_info(run.processes)['kind']} x{1 if run.mesh is None else run.mesh.size}; "
         f"compiled in {run.times['compile_s']:.1f} s"
     )
     return epochs
@@ -237,12 +200,7 @@ def _compile(run: _Run) -> dict[bool, Any]:
 def _passes(run: _Run, epochs: dict[bool, Any]) -> None:
     """Pass after pass: metrics checked, recorded, checkpointed and shown after each."""
     config, first = run.config, run.first
-    rates = optimizers.pass_learning_rates(config.optimizer, config.train.passes)
-    board = logs.TensorBoard(run.workdir / reporting.TENSORBOARD, config.num_seeds) if run.writer else None
-    if run.writer:
-        reporting.write_json(run.workdir / reporting.CONFIG, config_json(config, run.given))
-        reporting.write_jsonl(run.workdir / reporting.METRICS, run.records)
-        board.write(run.records, rates)
+    run.store.begin(config, run.given, run.records, optimizers.pass_learning_rates(config.optimizer, config.train.passes))
     prefetch = _prefetch_plots() if run.plots and first <= config.train.passes else None
     loop_start = time.perf_counter()
     try:
@@ -250,15 +208,12 @@ def _passes(run: _Run, epochs: dict[bool, Any]) -> None:
             t = time.perf_counter()
             evaluated = p % config.train.eval_every == 0 or p == config.train.passes
             new_state, metrics = epochs[evaluated](run.state, run.arrays)
-            metrics = processes.real_replicas(config.num_seeds, processes.to_numpy(metrics))
+            metrics = processes_lib.real_replicas(config.num_seeds, processes_lib.to_numpy(metrics, run.processes))
             new = reporting.pass_records(p, metrics, run.sizes, config.seed) if evaluated else []
             _check_finite(run, p, new, metrics)
             run.state, run.records = new_state, run.records + new
-            run.checkpoints.save(p, run.host_state(), run.records, run.identity)
-            if evaluated and board is not None:
-                reporting.write_jsonl(run.workdir / reporting.METRICS, run.records)
-                board.write(new, rates)
-            if processes.interrupted():
+            run.store.commit(p, run.host_state(), run.records, new, run.identity)
+            if processes_lib.interrupted():
                 raise KeyboardInterrupt  # a Ctrl-C that some library swallowed
             run.pass_times.append(time.perf_counter() - t)
             run.echo(logs.progress(p, config.train.passes, run.pass_times, time.perf_counter() - loop_start))
@@ -266,8 +221,6 @@ def _passes(run: _Run, epochs: dict[bool, Any]) -> None:
                 m = metrics[split]
                 run.echo(reporting.eval_line(split, m["loss"], 100.0 * m["misses"] / run.sizes[split], m["misses"]))
     finally:
-        if board is not None:
-            board.close()
         if prefetch is not None:  # never exit with a thread mid-import (a fatal error at shutdown)
             prefetch.join()
 
@@ -278,23 +231,18 @@ def _finish(run: _Run) -> dict:
     summary.json, written last, marks it done."""
     t = time.perf_counter()
     final = jax.jit(train_lib.final_variables if run.config.num_seeds == 1 else jax.vmap(train_lib.final_variables))
-    variables = processes.real_replicas(run.config.num_seeds, processes.to_numpy(final(run.state)))
-    if not run.writer:
+    variables = processes_lib.real_replicas(run.config.num_seeds, processes_lib.to_numpy(final(run.state), run.processes))
+    if not run.store.writes:  # what follows makes only files
         return {}
     params, model_state = variables.pop("params"), variables
-    reporting.save_params(run.workdir / reporting.PARAMS, params)
-    if model_state:
-        reporting.save_params(run.workdir / reporting.MODEL_STATE, model_state)
-    _save_test_outputs(run, params, model_state)
+    outputs = _test_outputs(run, params, model_state)
+    run.store.write_outputs(params, model_state, outputs, run.dataset.test.labels)
     run.times["outputs_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if run.plots:
-        write_plots(run.workdir, run.dataset.test.images)
-    run.times["plots_s"] = time.perf_counter() - t
-    summary = _summary(run)
-    reporting.write_json(run.workdir / reporting.SUMMARY, summary)
+    figures = lambda: plots_lib.run_figures(run.records, f"{run.store.workdir.name}: {run.config.data.name}", run.config.seed,
+                                            outputs, run.dataset.test.labels, run.dataset.test.images)
+    summary = run.store.finish(lambda: _summary(run), figures if run.plots else None)
     logging.info("%s", logs.timeline(summary["time"]))
-    run.echo(logs.done_line(summary, run.workdir))
+    run.echo(logs.done_line(summary, run.store.workdir))
     return summary
 
 
@@ -328,14 +276,14 @@ def _summary(run: _Run) -> dict:
             "data_s": times["data_s"],
             "compile_s": times["compile_s"],
             "train_s": train_s,
-            "checkpoint_s": run.checkpoints.seconds,
+            "checkpoint_s": run.store.seconds["checkpoint_s"],
             "outputs_s": times["outputs_s"],
-            "plots_s": times["plots_s"],
+            "plots_s": run.store.seconds["plots_s"],
             "pass_s": run.pass_times,
             "us_per_step": 1e6 * float(np.median(run.pass_times)) / steps if run.pass_times else None,
         },
         "ledger": logs.ledger(config, run.sizes, ledger_s, None if macs is None else macs["total"]),
-        "device": processes.device_info(run.mesh),
+        "device": processes_lib.device_info(run.processes, run.mesh),
         "versions": logs.versions(),
     }
 
@@ -346,52 +294,40 @@ def _silent(line: str) -> None:
 
 def _check_finite(run: _Run, p: int, new: list[dict], metrics: dict) -> None:
     """Stops at the end of a pass whose loss or parameters are not finite; keeps what was good."""
-    config, workdir = run.config, run.workdir
+    config = run.config
     bad = sorted({r["replica"] for r in new if r["loss"] is None})
     if not bad and np.all(metrics["finite"]):
         return
-    reporting.write_jsonl(workdir / reporting.METRICS, run.records + new)  # the failing pass too, for the record
-    last = run.checkpoints.latest()
+    run.store.diverged(run.records + new)  # the failing pass too, for the record
+    last = run.store.checkpoints().latest()
     raise NumericalError(
         f"pass {p}: {'loss' if bad else 'parameters'} became NaN/Inf"
         f"{f' (replicas {bad})' if config.num_seeds > 1 and bad else ''}; "
         f"its learning rate, {optimizers.pass_learning_rates(config.optimizer, config.train.passes)[p - 1]:g} "
         f"(optimizer.learning_rate={config.optimizer.learning_rate:g}), is the likely cause: try a smaller one; "
-        f"kept: metrics up to pass {p} in {workdir / reporting.METRICS}, "
+        f"kept: metrics up to pass {p} in {run.store.workdir / store_lib.METRICS}, "
         + (f"the checkpoint of pass {last}" if last else "no checkpoint (pass 1 failed)")
     )
 
 
-def _save_test_outputs(run: _Run, params, model_state: dict) -> None:
-    """The final networks' outputs on the test split, for plots and notebooks."""
+def _test_outputs(run: _Run, params, model_state: dict) -> np.ndarray:
+    """The final networks' outputs on the test split (replicas, N, 10), for plots and notebooks."""
     test = run.dataset.test
     predict = train_lib.make_predict(run.parts.model, len(test))
     if run.config.num_seeds > 1:  # one replica after the other, as in evaluation: memory bounded by one
         one = predict
         predict = lambda p, x, s: jax.lax.map(lambda ps: one(ps[0], x, ps[1]), (p, s))
     outputs = np.asarray(jax.jit(predict)(params, test.images, model_state))
-    outputs = outputs if run.config.num_seeds > 1 else outputs[None]
-    reporting.write_npz(run.workdir / reporting.TEST_OUTPUTS, outputs=outputs.astype(np.float32), labels=test.labels)
+    return outputs if run.config.num_seeds > 1 else outputs[None]
 
 
 def _prefetch_plots() -> threading.Thread:
     """Loads matplotlib on a thread while the passes run: the pass loop waits on XLA
     with the GIL released, so the plots after it start at once."""
     def load():
-        with contextlib.suppress(ImportError):  # write_plots says so
+        with contextlib.suppress(ImportError):  # the store says so when it draws them
             plots_lib.prefetch()
 
     thread = threading.Thread(target=load, name="import-plots", daemon=True)
     thread.start()
     return thread
-
-
-def write_plots(workdir: Path, test_images: np.ndarray | None) -> None:
-    """The run's plots; a broken matplotlib costs the plots, never the run."""
-    try:
-        paths = plots_lib.write_run(workdir, test_images)
-    except ImportError as e:
-        logging.warning("no plots: %s", e)
-        return
-    for path in paths:
-        logging.info("wrote %s", path)

@@ -1,4 +1,5 @@
-"""What a run tells as it goes and leaves as its record: TensorBoard, progress, timeline, ledger."""
+"""What a run tells as it goes and records of itself: progress, timeline, ledger, versions
+(its TensorBoard scalars are written by :mod:`lecun_jax.run.store`)."""
 
 from __future__ import annotations
 
@@ -14,43 +15,6 @@ PROGRESS_AFTER_S = 3.0  # print elapsed time and ETA once a run is past this
 # The time-travel ledger's yardsticks: one network, the 1989 recipe.
 SUN4_1989_S = 3 * 24 * 3600  # LeCun et al.: "3 days" on a SUN-4/260
 KARPATHY_M1_S = 90.0  # Karpathy 2022: about 90 s on a MacBook Air M1 CPU
-
-
-class TensorBoard:
-    """Scalars per pass: one event-file run, or one per replica plus their mean."""
-
-    def __init__(self, directory: Path, num_seeds: int):
-        from tensorboardX import SummaryWriter
-
-        # purge_step=1: TensorBoard drops what an interrupted earlier writer left;
-        # the whole history is written again from the checkpointed records.
-        if num_seeds == 1:
-            self.writers = {None: SummaryWriter(str(directory), purge_step=1)}
-        else:
-            names = [f"replica_{r}" for r in range(num_seeds)] + ["mean"]
-            self.writers = {n: SummaryWriter(str(directory / n), purge_step=1) for n in names}
-
-    def write(self, records: list[dict], learning_rates: list[float]) -> None:
-        by_pass: dict[int, list[dict]] = {}
-        for r in records:
-            by_pass.setdefault(r["pass"], []).append(r)
-        for p, rows in sorted(by_pass.items()):
-            for name, writer in self.writers.items():
-                chosen = [r for r in rows if name in (None, "mean") or f"replica_{r['replica']}" == name]
-                for split in data_lib.SPLITS:
-                    split_rows = [r for r in chosen if r["split"] == split]
-                    for key in ("loss", "error"):
-                        writer.add_scalar(f"{key}/{split}", float(np.mean([r[key] for r in split_rows])), p)
-                writer.add_scalar("learning_rate", learning_rates[p - 1], p)
-        self.flush()
-
-    def flush(self) -> None:
-        for w in self.writers.values():
-            w.flush()
-
-    def close(self) -> None:
-        for w in self.writers.values():
-            w.close()
 
 
 def versions() -> dict[str, str]:

@@ -10,7 +10,8 @@ digits the first network gets wrong, true -> predicted) and
 the title). A sweep gets ``ablations.png``: test error per row, mean +- std
 over seeds beside every seed as a dot, with the published single run marked on
 the rows of its recipe. Figures are drawn with matplotlib's object API (no
-pyplot), so they can be drawn off the main thread.
+pyplot), so they can be drawn off the main thread; a run's are written by its
+:class:`lecun_jax.run.store.RunStore`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lecun_jax.run import reporting
+from lecun_jax.files import save_figure  # the studies' figures are saved with it too
+from lecun_jax.run import processes, reporting, runs, store
 
 SPLIT_STYLE = {"train": "tab:blue", "test": "tab:orange"}
 DPI = 110
@@ -39,7 +41,7 @@ def figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), dpi=DPI)  # saved at its own dpi
     FigureCanvasAgg(fig)
     return fig
 
@@ -61,7 +63,7 @@ def _by_pass(records: list[dict], split: str, key: str) -> tuple[np.ndarray, np.
     return np.asarray(passes), values
 
 
-def curves(records: list[dict], path: Path, title: str = "") -> Path:
+def curves(records: list[dict], title: str = ""):
     """Error % and loss per pass, train and test, on linear axes; with several seeds their mean and range."""
     fig = figure(11, 4)
     axes = fig.subplots(1, 2)
@@ -83,7 +85,7 @@ def curves(records: list[dict], path: Path, title: str = "") -> Path:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
 def mosaic(images: np.ndarray, cols: int = 12, pad: int = 2) -> np.ndarray:
@@ -98,8 +100,7 @@ def mosaic(images: np.ndarray, cols: int = 12, pad: int = 2) -> np.ndarray:
     return out
 
 
-def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: Path, limit: int = 120,
-                  which: str = "") -> Path:
+def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, limit: int = 120, which: str = ""):
     """The digits where ``predicted != labels`` as one mosaic, each labelled 'true→predicted'.
 
     ``which`` names the network shown (e.g. "replica 0 of 5, seed 0").
@@ -119,10 +120,10 @@ def misclassified(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     ax.axis("off")
     fig.suptitle(f"misclassified test digits{' (' + which + ')' if which else ''}: {len(all_wrong)} of {len(labels)} "
                  f"(true→predicted){'; first ' + str(limit) if len(all_wrong) > limit else ''}", fontsize=10)
-    return save_figure(fig, path)
+    return fig
 
 
-def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path, which: str = "") -> Path:
+def confusion(labels: np.ndarray, predicted: np.ndarray, which: str = ""):
     m = np.zeros((10, 10), dtype=np.int64)
     np.add.at(m, (labels, predicted), 1)
     fig = figure(5.5, 5)
@@ -139,14 +140,14 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, path: Path, which: str 
     ax.set_yticks(range(10))
     ax.set_title(f"test confusion{' (' + which + ')' if which else ''}: {int(np.trace(m))} of {m.sum()} right")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
 def _reference(r: dict) -> float | None:
     return r.get("reference_test_error") if r.get("status") == "ok" or "status" not in r else None
 
 
-def ablation_chart(rows: list[dict], path: Path, title: str = "") -> Path:
+def ablation_chart(rows: list[dict], title: str = ""):
     """Test error per sweep row, two panels: mean ± std over seeds (bars), and every seed
     as a dot; the published figure marked only on rows of the published recipe."""
     ok = [r for r in rows if r["status"] == "ok"]
@@ -185,50 +186,37 @@ def ablation_chart(rows: list[dict], path: Path, title: str = "") -> Path:
     seeds = "/".join(str(s) for s in sorted({r["seeds"] for r in ok}))
     fig.suptitle(title or f"test error per row on {', '.join(sorted({r['dataset'] for r in rows}))}, {seeds} seed(s) each")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Writes ``fig`` to ``path`` (whole, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=DPI)
-    tmp.replace(path)
-    return path
-
-
-def write_run(workdir: str | Path, test_images: np.ndarray | None = None) -> list[Path]:
-    """The plots of a finished (or interrupted) run, into ``workdir/plots``.
-
-    ``test_images``: the run's test digits when the caller has them (else loaded again).
-    """
-    workdir = Path(workdir)
-    out_dir = workdir / reporting.PLOTS
-    records = reporting.read_jsonl(workdir / reporting.METRICS)
-    config = json.loads((workdir / reporting.CONFIG).read_text())
-    written = [curves(records, out_dir / "curves.png", title=f"{workdir.name}: {config['data']['name']}")]
-    if (workdir / reporting.TEST_OUTPUTS).exists():
-        with np.load(workdir / reporting.TEST_OUTPUTS) as z:
-            outputs, labels = z["outputs"], z["labels"]
+def run_figures(records: list[dict], title: str, seed: int, outputs: np.ndarray | None = None,
+                labels: np.ndarray | None = None, test_images: np.ndarray | None = None) -> dict:
+    """A run's plots by file name: ``curves.png`` and, with its test ``outputs`` (replicas, N, 10),
+    ``labels`` and digits, the first network's ``misclassified.png`` and ``confusion.png``."""
+    figures = {"curves.png": curves(records, title=title)}
+    if outputs is not None:
         predicted = outputs[0].argmax(axis=-1)
-        if test_images is None:  # the run's own test digits (held-out ones for a validation run)
-            import ml_collections
+        which = f"replica 0 of {len(outputs)}, seed {seed}" if len(outputs) > 1 else ""
+        figures["misclassified.png"] = misclassified(test_images, labels, predicted, which=which)
+        figures["confusion.png"] = confusion(labels, predicted, which=which)
+    return figures
 
-            from lecun_jax import data
 
-            test_images = data.for_config(ml_collections.ConfigDict({k: v for k, v in config.items() if k != "parts"})).test.images
-        n = len(outputs)
-        which = f"replica 0 of {n}, seed {config['seed']}" if n > 1 else ""
-        written.append(misclassified(test_images, labels, predicted, out_dir / "misclassified.png", which=which))
-        written.append(confusion(labels, predicted, out_dir / "confusion.png", which=which))
-    return written
+def write_run(workdir: str | Path) -> list[Path]:
+    """The plots of a finished (or interrupted) run, drawn again into ``workdir/plots``."""
+    run = runs.load_run(workdir)
+    outputs, labels = (run.test_outputs, run.test_labels) if run.test_outputs is not None else (None, None)
+    # the run's own test digits (held-out ones for a validation run), only when there are outputs to show
+    images = run.dataset().test.images if outputs is not None else None
+    figures = run_figures(run.metrics, f"{run.workdir.name}: {run.config.data.name}", run.config.seed, outputs, labels, images)
+    return store.RunStore(run.workdir, processes.local()).write_plots(figures)
 
 
 def write_sweep(workdir: str | Path) -> Path:
+    """``ablations.png`` beside a sweep's table (the sweep's file, not a run's)."""
     workdir = Path(workdir)
     rows = json.loads((workdir / reporting.SWEEP_JSON).read_text())["rows"]
-    return ablation_chart(rows, workdir / "ablations.png")
+    return save_figure(ablation_chart(rows), workdir / "ablations.png")
 
 
 def main(argv: list[str]) -> int:
@@ -238,7 +226,7 @@ def main(argv: list[str]) -> int:
     workdir = Path(argv[1])
     if (workdir / reporting.SWEEP_JSON).exists():
         paths = [write_sweep(workdir)]
-    elif (workdir / reporting.METRICS).exists():
+    elif (workdir / store.METRICS).exists():
         paths = write_run(workdir)
     else:
         print(f"error: {workdir}: neither a run (metrics.jsonl) nor a sweep (sweep.json)", file=sys.stderr)

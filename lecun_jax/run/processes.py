@@ -1,19 +1,24 @@
 """The processes and devices a run uses, and moving its arrays between them.
 
-One process, or a multi-process job on JAX's own runtime: process 0 alone
-inspects, locks and writes the workdir, and the others take its verdicts
-(:func:`from_process_0`). Replicas (seeds) are spread over the devices by a
-1-D mesh (:func:`replica_layout`); results come back to the host gathered from
-every process (:func:`to_numpy`). A job stops together: a process that stops
-with an error says so in the job's key-value store (:func:`announce_stop`),
-and every other process, watching it (:func:`watch_for_stop`), stops within
-a second with that line. A Ctrl-C stops this process's run even if a library
-swallows it (:func:`interruptible`).
+Who a process is, :class:`Processes`, is passed as an argument: :func:`job` (every
+process of a multi-process job on JAX's own runtime, or this one alone) or
+:func:`local` (this process alone on its own devices, as a multi-process sweep runs
+each of its rows). Process 0 of a run alone inspects, locks and writes its workdir
+(:mod:`lecun_jax.run.store`), and the others take its verdicts
+(:func:`from_process_0`). Replicas (seeds) are spread over the devices by a 1-D
+mesh (:func:`replica_layout`); results come back to the host gathered from every
+process (:func:`to_numpy`). A job stops together: a process that stops with an
+error says so in the job's key-value store (:func:`announce_stop`), and every
+other process, watching it (:func:`watch_for_stop`), stops within a second with
+that line. A Ctrl-C stops this process's run even if a library swallows it
+(:func:`interruptible`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import math
 import signal
@@ -22,48 +27,49 @@ from typing import Callable
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lecun_jax.core import train as train_lib
 
-_SCOPE = threading.local()
 _STOPPED = "lecun_jax/stopped/"  # key prefix: one entry per process that stopped with an error
 
 
-@contextlib.contextmanager
-def this_process_only():
-    """Inside, runs use only this process's devices and write their own workdir, as a
-    lone process would: how a multi-process sweep spreads its rows over the processes."""
-    before = getattr(_SCOPE, "local", False)
-    _SCOPE.local = True
-    try:
-        yield
-    finally:
-        _SCOPE.local = before
+@dataclasses.dataclass(frozen=True)
+class Processes:
+    """The processes a run spans: this one's ``index`` of ``count``, and the ``devices``
+    the run may use (every process's in a job, this process's own when alone)."""
+
+    index: int
+    count: int
+    devices: tuple
 
 
-def process_index() -> int:
-    return 0 if getattr(_SCOPE, "local", False) else jax.process_index()
+def job() -> Processes:
+    """Every process of the job JAX was started in (a lone process: itself)."""
+    return Processes(jax.process_index(), jax.process_count(), tuple(jax.devices()))
 
 
-def process_count() -> int:
-    return 1 if getattr(_SCOPE, "local", False) else jax.process_count()
+def local() -> Processes:
+    """This process alone, on its own devices, writing its own workdirs: how a
+    multi-process sweep gives each process its own rows."""
+    return Processes(0, 1, tuple(jax.local_devices()))
 
 
-def devices() -> list:
-    return jax.local_devices() if getattr(_SCOPE, "local", False) else jax.devices()
-
-
-def device_info(mesh: Mesh | None = None) -> dict:
-    d = devices()[0]
+def device_info(processes: Processes | None = None, mesh: Mesh | None = None) -> dict:
+    """The devices of ``processes`` (default: the whole :func:`job`) and how many ``mesh`` used."""
+    processes = processes or job()
+    d = processes.devices[0]
     return {
-        "platform": d.platform, "kind": d.device_kind, "count": len(devices()),
-        "processes": process_count(), "used": 1 if mesh is None else mesh.size,
+        "platform": d.platform, "kind": d.device_kind, "count": len(processes.devices),
+        "processes": processes.count, "used": 1 if mesh is None else mesh.size,
     }
 
 
-def replica_layout(num_seeds: int, chunk_target: int | None = None) -> tuple[Mesh | None, int]:
-    """(mesh, replicas): how ``num_seeds`` replicas are spread over the devices.
+def replica_layout(num_seeds: int, chunk_target: int | None = None,
+                   processes: Processes | None = None) -> tuple[Mesh | None, int]:
+    """(mesh, replicas): how ``num_seeds`` replicas are spread over the devices of
+    ``processes`` (default: the whole :func:`job`).
 
     With several devices the replica axis is sharded over a 1-D mesh of up to
     ``num_seeds`` of them; each device's replicas train in chunks of
@@ -75,11 +81,12 @@ def replica_layout(num_seeds: int, chunk_target: int | None = None) -> tuple[Mes
     """
     if num_seeds == 1:
         return None, 1
-    n = min(len(devices()), num_seeds)
+    devices = (processes or job()).devices
+    n = min(len(devices), num_seeds)
     per_device = math.ceil(num_seeds / n)
     chunk = train_lib.chunk_size(per_device, chunk_target)
     replicas = n * math.ceil(per_device / chunk) * chunk
-    return (None if n == 1 else Mesh(np.asarray(devices()[:n]), ("seed",))), replicas
+    return (None if n == 1 else Mesh(np.asarray(devices[:n]), ("seed",))), replicas
 
 
 def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:
@@ -107,18 +114,20 @@ def pad_replicas(num_seeds: int, host_state, replicas: int):
                         host_state)
 
 
-def to_numpy(tree):
-    """Host copies; with several processes, gathered from all of them."""
-    if process_count() > 1:
+def to_numpy(tree, processes: Processes | None = None):
+    """Host copies; with several processes (default: the whole :func:`job`), gathered
+    from all of them: every one of them must call it."""
+    if (processes or job()).count > 1:
         from jax.experimental import multihost_utils
 
         tree = multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def from_process_0(value: int) -> int:
-    """Process 0's ``value`` in every process (itself with one process)."""
-    if process_count() == 1:
+def from_process_0(value: int, processes: Processes | None = None) -> int:
+    """Process 0's ``value`` in every process of ``processes`` (default: the whole
+    :func:`job`; itself with one process): every one of them must call it."""
+    if (processes or job()).count == 1:
         return value
     from jax.experimental import multihost_utils
 
@@ -158,13 +167,26 @@ def _job():
     """(the job's key-value store, this process's index), or None outside a multi-process job.
 
     Read from the runtime's state, so that it starts no backend: a process may stop
-    before JAX has chosen its devices."""
-    from jax._src import distributed  # the runtime's client: JAX has no public handle to it
+    before JAX has chosen its devices. That state is JAX's private module: a release
+    that moves it costs stopping together (said once), never the job."""
+    try:
+        from jax._src import distributed  # the runtime's client: JAX has no public handle to it
 
-    state = distributed.global_state
-    if state.client is None or (state.num_processes or 1) == 1:
+        state = distributed.global_state
+        client, count, me = state.client, state.num_processes, state.process_id
+    except (ImportError, AttributeError):
+        if jax.distributed.is_initialized():
+            _cannot_stop_together()
         return None
-    return state.client, state.process_id
+    if client is None or (count or 1) == 1:
+        return None
+    return client, me
+
+
+@functools.cache  # once per process, however many times a stop is announced or watched
+def _cannot_stop_together() -> None:
+    logging.warning("this JAX has no jax._src.distributed.global_state: a process of this job that stops "
+                    "cannot stop the others; they stop at the runtime's own timeout")
 
 
 def announce_stop(line: str, code: int) -> bool:

@@ -1,24 +1,8 @@
-"""What a run prints and what it leaves in its workdir.
+"""What a run prints of its metrics, and the records it keeps of them.
 
-Workdir layout::
-
-    config.json     the validated config
-    metrics.jsonl   one record per pass, split and replica:
-                    {"pass", "split", "replica", "seed", "loss", "error", "misses"}
-    params.npz      final parameters, keys like "h1/kernel" (a leading replica
-                    axis when num_seeds > 1)
-    summary.json    final metrics, wall/compile/train time, device, versions
-    test_outputs.npz  the final networks' outputs on the test split
-    checkpoints/    training state, for resuming (<pass>/state.npz)
-    tensorboard/    event files
-    plots/          PNGs (lecun_jax.run.plots)
-
-A sweep's workdir holds ``table.md``, ``table.csv`` and ``sweep.json`` beside
-its runs. The names are defined here, at the bottom of the package, so that
-every module reads the same ones.
-
-Every file is written whole to a temporary name and renamed into place
-(:mod:`lecun_jax.files`), so a reader (or a crash) never sees half a file.
+What a run's workdir holds, file by file, is the README's table under "What the
+output means", written by :class:`lecun_jax.run.store.RunStore` alone. A sweep's
+workdir holds ``table.md``, ``table.csv`` and ``sweep.json`` beside its runs.
 """
 
 from __future__ import annotations
@@ -27,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from lecun_jax.files import (  # noqa: F401  (the run's files are written through these)
+from lecun_jax.files import (  # noqa: F401  (the sweeps' and studies' files are written through these)
     atomic_write_bytes, flatten_params, load_params, read_jsonl, save_params, unflatten_params, write_json, write_jsonl,
     write_npz,
 )
+from lecun_jax.run.store import (  # noqa: F401  (a run's file names, for readers outside run/: studies/distributions.py)
+    CHECKPOINTS, CONFIG, METRICS, MODEL_STATE, PARAMS, PLOTS, SUMMARY, TENSORBOARD, TEST_OUTPUTS,
+)
 
-CONFIG, METRICS, PARAMS, SUMMARY = "config.json", "metrics.jsonl", "params.npz", "summary.json"
-TEST_OUTPUTS, CHECKPOINTS, TENSORBOARD, PLOTS = "test_outputs.npz", "checkpoints", "tensorboard", "plots"
-MODEL_STATE = "model_state.npz"  # a module's collections beside params (batch statistics), when it has any
 TABLE_MD, TABLE_CSV, SWEEP_JSON = "table.md", "table.csv", "sweep.json"  # a sweep's
 
 

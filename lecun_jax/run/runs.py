@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import flax.linen as nn
 import jax
 import ml_collections
-import numpy as np
 
 from lecun_jax import data as data_lib
 from lecun_jax.core import modules
 from lecun_jax.run import reporting
+from lecun_jax.run.store import RunStore
 from lecun_jax.core import train as train_lib
 
 
@@ -30,21 +29,17 @@ class Run:
 
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
-        if not (self.workdir / reporting.CONFIG).exists():
+        files = RunStore(self.workdir)  # a reader
+        if not files.exists():
             raise FileNotFoundError(f"{self.workdir}: no config.json; not a lecun_jax run")
-        config = json.loads((self.workdir / reporting.CONFIG).read_text())
+        config = files.config_json()
         self.parts = config.pop("parts", {})  # the parts a user passed in, as recorded
         self.config = ml_collections.ConfigDict(config)
-        self.metrics = reporting.read_jsonl(self.workdir / reporting.METRICS) if (self.workdir / reporting.METRICS).exists() else []
-        summary = self.workdir / reporting.SUMMARY
-        self.summary = json.loads(summary.read_text()) if summary.exists() else None
-        self.params = reporting.load_params(self.workdir / reporting.PARAMS) if (self.workdir / reporting.PARAMS).exists() else None
-        state = self.workdir / reporting.MODEL_STATE
-        self.model_state = reporting.load_params(state) if state.exists() else {}
-        self.test_outputs = self.test_labels = None
-        if (self.workdir / reporting.TEST_OUTPUTS).exists():
-            with np.load(self.workdir / reporting.TEST_OUTPUTS) as z:
-                self.test_outputs, self.test_labels = z["outputs"], z["labels"]
+        self.metrics = files.metrics()
+        self.summary = files.summary()
+        self.params = files.params()
+        self.model_state = files.model_state()
+        self.test_outputs, self.test_labels = files.test_outputs() or (None, None)
 
     @property
     def model(self) -> nn.Module:

@@ -4,11 +4,13 @@
     python -m lecun_jax.studies.distributions run --seeds=100 --rows=mnist1989/repro,usps/sgd
     python -m lecun_jax.studies.distributions report results             # tables and figures from the CSV files
 
-``run`` trains each row as an ordinary run (``python launch.py --config=...
---config.num_seeds=N``, only the last pass evaluated) in ``<runs>/<dataset>_<row>``,
-so an interrupted row resumes from its last pass, and writes its per-seed
-results to ``<results>/<dataset>_<row>.csv`` with a manifest beside it
-(``.json``: the exact command, versions, device, wall time). ``report`` reads
+``run`` trains each row as an ordinary run (``python -m lecun_jax.launch
+--config=configs/... --config.num_seeds=N``, only the last pass evaluated) in
+``<runs>/<dataset>_<row>``, started in the current folder: the configs are the
+package's own where that folder has no ``configs/``, so it runs from a checkout
+or from an installed wheel alike. An interrupted row resumes from its last pass.
+A finished row's per-seed results go to ``<results>/<dataset>_<row>.csv``, with
+a manifest beside it (``.json``: the exact command, versions, device, wall time). ``report`` reads
 those files and writes ``table.md`` and one figure per dataset
 (``<dataset>.png``): every seed of every row, the means with their 95 %
 intervals, the published single runs marked.
@@ -32,7 +34,6 @@ import numpy as np
 from lecun_jax import config as config_lib
 from lecun_jax.run import plots, reporting
 
-REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ("row", "dataset", "seed", "replica", "train_misses", "train_error", "test_misses", "test_error",
            "train_loss", "test_loss")
 BOOTSTRAP = 10_000  # resamples for the intervals
@@ -42,7 +43,7 @@ BOOTSTRAP = 10_000  # resamples for the intervals
 class Row:
     dataset: str
     name: str
-    config: str  # the config file and preset
+    config: str  # the config file and preset, as --config takes it
     overrides: tuple[str, ...] = ()
 
     @property
@@ -64,7 +65,7 @@ ROWS = (
 
 def row_config(row: Row):
     path, _, arg = row.config.partition(":")
-    c = config_lib.load_file(REPO / path, arg or None)
+    c = config_lib.load_file(path, arg or None)
     for o in row.overrides:
         field, _, value = o.removeprefix("--config.").partition("=")
         config_lib.set_path(c, field, value)
@@ -72,16 +73,17 @@ def row_config(row: Row):
 
 
 def command(row: Row, seeds: int, workdir: Path, extra: tuple[str, ...] = ()) -> list[str]:
-    """The launch.py command of a row: the last pass alone evaluated (the numbers do not change)."""
+    """The command of a row, as a user reruns it from any folder: the last pass alone evaluated
+    (the numbers do not change)."""
     passes = row_config(row).train.passes
-    return ["python", "launch.py", f"--config={row.config}", *row.overrides, f"--config.num_seeds={seeds}",
+    return ["python", "-m", "lecun_jax.launch", f"--config={row.config}", *row.overrides, f"--config.num_seeds={seeds}",
             f"--config.train.eval_every={passes}", *extra, f"--workdir={workdir}"]
 
 
 def _shown(path: Path) -> Path:
-    """``path`` as the recorded command shows it: from the repository's root where it is inside."""
-    path = path.resolve()
-    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    """``path`` as the recorded command shows it: from the current folder where it is inside."""
+    path, here = path.resolve(), Path.cwd().resolve()
+    return path.relative_to(here) if path.is_relative_to(here) else path
 
 
 def run_row(row: Row, seeds: int, runs: Path, results: Path, extra: tuple[str, ...] = ()) -> Path:
@@ -90,7 +92,7 @@ def run_row(row: Row, seeds: int, runs: Path, results: Path, extra: tuple[str, .
     cmd = command(row, seeds, _shown(workdir), extra)
     print(f"== {row.key}: {shlex.join(cmd)}", flush=True)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *cmd[1:]], cwd=REPO)  # the command as shown, from the root
+    done = subprocess.run([sys.executable, *cmd[1:]])  # the command as shown, from this folder
     if done.returncode != 0:
         raise SystemExit(f"error: {row.key} stopped (exit {done.returncode}); run the same command again to resume")
     return export(row, workdir, results, shlex.join(cmd), time.perf_counter() - start)
@@ -252,8 +254,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in report(args.results):
             print(f"wrote {path}")
         return 0
-    if not (REPO / "launch.py").is_file():  # an installed copy: the configs and launch.py live in the checkout
-        parser.error("run needs the repository's launch.py and configs/: run it from the checkout's root")
     known = {f"{r.dataset}/{r.name}": r for r in ROWS}
     wanted = [w for w in args.rows.split(",") if w] or list(known)
     unknown = [w for w in wanted if w not in known]

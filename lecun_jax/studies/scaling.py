@@ -24,6 +24,7 @@ import numpy as np
 
 from lecun_jax.run import reporting
 from lecun_jax.run.plots import figure, save_figure
+from lecun_jax.run.store import RunStore
 
 CSV = "scaling.csv"
 
@@ -34,11 +35,11 @@ def collect(workdir: str | Path) -> list[dict]:
     rows = json.loads((workdir / reporting.SWEEP_JSON).read_text())["rows"]
     out = []
     for r in rows:
-        run = Path(r["workdir"])
-        if r["status"] != "ok" or not (run / reporting.SUMMARY).exists():
+        run = RunStore(r["workdir"])  # a reader
+        summary = run.summary() if r["status"] == "ok" else None
+        if summary is None:
             continue
-        config = json.loads((run / reporting.CONFIG).read_text())
-        summary = json.loads((run / reporting.SUMMARY).read_text())
+        config = run.config_json()
         led = summary["ledger"]
         out.append({
             "dataset": config["data"]["name"],
@@ -50,7 +51,7 @@ def collect(workdir: str | Path) -> list[dict]:
             "seeds": config["num_seeds"],
             **{f"{s}_error_{k}": r[f"{s}_error_{k}"] for s in ("train", "test") for k in ("mean", "std", "min", "max")},
             "wall_s": summary["time"]["wall_s"],
-            "run": run.name,
+            "run": run.workdir.name,
         })
     return sorted(out, key=lambda x: (x["width"], x["train_size"]))
 

@@ -40,11 +40,12 @@ import ml_collections
 import numpy as np
 
 from lecun_jax import config as config_lib
-from lecun_jax import data as data_lib
+from lecun_jax import errors
 from lecun_jax.run import experiment, processes, reporting
 from lecun_jax.core import optimizers
 from lecun_jax.studies import together
-from lecun_jax.run.workdir import WorkdirError, inspect_workdir
+from lecun_jax.run.store import RunStore
+from lecun_jax.run.workdir import WorkdirError
 
 TABLE_MD, TABLE_CSV, SWEEP_JSON = reporting.TABLE_MD, reporting.TABLE_CSV, reporting.SWEEP_JSON
 ERROR_TXT = "error.txt"  # in a failed row's folder: the traceback of an unexpected failure
@@ -135,7 +136,8 @@ def expand(config_file: str | Path, config: ml_collections.ConfigDict, overrides
                         config_lib.set_path(c, path, value)
                     except (KeyError, AttributeError, TypeError) as e:
                         raise config_lib.ConfigError(f"config.{path}={value!r}: cannot be set ({e})") from None
-            c.sweep.rows, c.sweep.grid, c.sweep.together = "", "", True  # a row is one run, however the sweep runs it
+            for field in ("sweep.rows", "sweep.grid", "sweep.together"):  # a row is one run, however the sweep runs it
+                config_lib.set_path(c, field, config_lib.FIELDS[field].default)
             config_lib.validate(c)
             name = "-".join(p for p in (row or "run", _tag(assignment)) if p)
             changed = _recipe_changes(c, base, overrides, base_has_overrides=row is None)
@@ -257,7 +259,8 @@ def run(
     # trained together in one program. In a multi-process job each process takes every
     # n-th unit on its own devices; process 0 writes the tables once all are done.
     units = together_units(runs) if config.sweep.together else [[(i, r)] for i, r in enumerate(runs, 1)]
-    index, count = processes.process_index(), processes.process_count()
+    job = processes.job()
+    index, count = job.index, job.count
     done: dict[int, dict] = {}
     for unit in units[index::count]:
         summaries = _train_together(unit, workdir, overwrite, echo) if len(unit) > 1 else {}
@@ -300,9 +303,9 @@ def _run_row(r: Row, workdir: Path, overwrite: bool, echo) -> tuple[dict | None,
     """(summary, None) of one row run alone, or (None, its one-line error)."""
     (workdir / r.folder / ERROR_TXT).unlink(missing_ok=True)  # from an earlier failed attempt
     try:
-        with processes.this_process_only():
-            return experiment.train_and_evaluate(r.config, workdir / r.folder, overwrite=overwrite, label=r.name, echo=echo), None
-    except (experiment.NumericalError, data_lib.DataError, config_lib.ConfigError, WorkdirError) as e:
+        return experiment.train_and_evaluate(r.config, workdir / r.folder, overwrite=overwrite, label=r.name, echo=echo,
+                                             processes=processes.local()), None  # a row is this process's own
+    except errors.USER_ERRORS as e:  # the same list, and the same one line, as the command's
         error = _one_line(e, expected=True)
     except Exception as e:  # any other fault of one row: the others still run
         error = _one_line(e, expected=False)
@@ -333,11 +336,11 @@ def _train_together(unit: list[tuple[int, Row]], workdir: Path, overwrite: bool,
     out, pending = {}, []
     for i, r in unit:
         try:
-            status = inspect_workdir(r.config, workdir / r.folder, overwrite)
+            status = RunStore(workdir / r.folder).inspect(r.config, overwrite=overwrite)
         except WorkdirError:
             continue  # run alone, it fails there with this line
         if status == "done":
-            out[i] = json.loads((workdir / r.folder / reporting.SUMMARY).read_text())
+            out[i] = RunStore(workdir / r.folder).summary()
         else:
             pending.append((i, r))
     fields = [k for k in optimizers.injectable(unit[0][1].config.optimizer)
@@ -353,10 +356,11 @@ def _train_together(unit: list[tuple[int, Row]], workdir: Path, overwrite: bool,
     echo(f"== [{', '.join(str(i) for i, _ in pending)}] {', '.join(names)}: together in one program, "
          f"{len(pending)} rows x {seeds} seed(s), {', '.join('optimizer.' + k for k in fields)} as data")
     try:
-        with processes.this_process_only():
-            together.train(group, config, group_dir, overwrite=overwrite, label="together: " + ", ".join(names), echo=echo)
-            for k, (i, r) in enumerate(pending):
-                out[i] = together.write_row(group_dir, group, k, r.config, workdir / r.folder, label=r.name)
+        mine = processes.local()  # the group and its rows are this process's own
+        together.train(group, config, group_dir, overwrite=overwrite, label="together: " + ", ".join(names), echo=echo,
+                       processes=mine)
+        for k, (i, r) in enumerate(pending):
+            out[i] = together.write_row(group_dir, group, k, r.config, workdir / r.folder, label=r.name, processes=mine)
     except Exception as e:  # noqa: BLE001 - whatever it was, the rows still run, one by one
         echo(f"== training together failed ({_one_line(e, expected=False)}); those rows run one by one")
         for i, _ in pending:

@@ -3,14 +3,14 @@
 The rows' networks are the replicas of one compiled program, their learning
 rates (and AdamW's weight decay) held as data in the optimiser state by
 ``optax.inject_hyperparams``; each row is then written into its own folder as
-an ordinary finished run. The run path knows nothing of this: a group is an
+an ordinary finished run, through the verbs of :class:`lecun_jax.run.store.RunStore`
+that a run writes with. The run path knows nothing of this: a group is an
 optimiser and an ``init_states`` passed to ``train_and_evaluate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import jax
@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lecun_jax import data as data_lib
-from lecun_jax.run import experiment, logs, reporting
+from lecun_jax.run import experiment, logs, plots, reporting
+from lecun_jax.run import processes as processes_lib
 from lecun_jax.core import optimizers
 from lecun_jax.core import train as train_lib
-from lecun_jax.run.workdir import WorkdirLock, clear_workdir, config_json
+from lecun_jax.run.store import RunStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,41 +73,42 @@ def train(group: Group, config, workdir: Path, **kwargs) -> dict:
                                          init_states=group.init_states, plots=False, **kwargs)
 
 
-def write_row(group_dir: Path, group: Group, row: int, config, workdir: Path, label: str | None = None) -> dict:
+def write_row(group_dir: Path, group: Group, row: int, config, workdir: Path, label: str | None = None,
+              processes: processes_lib.Processes | None = None) -> dict:
     """Row ``row`` of the finished group run in ``group_dir``, written into ``workdir`` as an
-    ordinary finished run of ``config`` (its replicas renumbered from 0)."""
+    ordinary finished run of ``config`` (its replicas renumbered from 0) by the store's verbs;
+    ``processes``: who writes (default: every process of the job; its process 0 writes).
+
+    The row has no checkpoints: its state is the group's, whose optimiser holds the
+    hyperparameters as data, a state a run of the row alone could not resume from; a
+    finished run needs none."""
     lo, hi = row * group.seeds, (row + 1) * group.seeds
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    lock = WorkdirLock(workdir)
-    try:
-        clear_workdir(workdir)
-        together = json.loads((group_dir / reporting.SUMMARY).read_text())
-        records = [dict(r, replica=r["replica"] - lo) for r in reporting.read_jsonl(group_dir / reporting.METRICS)
-                   if lo <= r["replica"] < hi]
-        reporting.write_json(workdir / reporting.CONFIG, config_json(config))
-        reporting.write_jsonl(workdir / reporting.METRICS, records)
-        take = (lambda a: a[lo]) if group.seeds == 1 else (lambda a: a[lo:hi])  # one seed: no replica axis
-        reporting.save_params(workdir / reporting.PARAMS, jax.tree.map(take, reporting.load_params(group_dir / reporting.PARAMS)))
-        with np.load(group_dir / reporting.TEST_OUTPUTS) as z:
-            reporting.write_npz(workdir / reporting.TEST_OUTPUTS, outputs=z["outputs"][lo:hi], labels=z["labels"])
-        board = logs.TensorBoard(workdir / reporting.TENSORBOARD, group.seeds)
-        board.write(records, optimizers.pass_learning_rates(config.optimizer, config.train.passes))
-        board.close()
-        experiment.write_plots(workdir, None)
-        sizes = {s: together["data"][f"{s}_digits"] for s in data_lib.SPLITS}
-        train_s = together["ledger"]["wall_s"]
-        summary = together | {
-            "label": label,
-            "num_seeds": group.seeds,
-            "parts": {},
-            "final": {s: reporting.summarize(records, s, config.train.passes) for s in data_lib.SPLITS},
-            "together": {"workdir": str(group_dir), "row": row, "rows": group.rows,
-                         "values": {k: v[row] for k, v in group.values.items()},
-                         "note": "trained side by side with the other rows in one program; time is the group's"},
-            "ledger": logs.ledger(config, sizes, None if train_s is None else train_s / group.rows, together["macs_per_digit"]),
-        }
-        reporting.write_json(workdir / reporting.SUMMARY, summary)
-        return summary
-    finally:
-        lock.release()
+    group_run = RunStore(group_dir)  # a reader
+    records = [dict(r, replica=r["replica"] - lo) for r in group_run.metrics() if lo <= r["replica"] < hi]
+    take = (lambda a: a[lo]) if group.seeds == 1 else (lambda a: a[lo:hi])  # one seed: no replica axis
+    outputs, labels = group_run.test_outputs()
+    with RunStore(workdir, processes or processes_lib.job()) as store:
+        # what a run of the row alone left here, unfinished, is replaced (a finished one was not trained again)
+        store.open(config, overwrite=True)
+        store.begin(config, None, records, optimizers.pass_learning_rates(config.optimizer, config.train.passes))
+        store.write_outputs(jax.tree.map(take, group_run.params()), jax.tree.map(take, group_run.model_state()),
+                            outputs[lo:hi], labels)
+        figures = lambda: plots.run_figures(records, f"{Path(workdir).name}: {config.data.name}", config.seed,
+                                            outputs[lo:hi], labels, data_lib.for_config(config).test.images)
+        return store.finish(lambda: _row_summary(group_run.summary(), group, row, config, records, group_dir, label), figures)
+
+
+def _row_summary(together: dict, group: Group, row: int, config, records: list[dict], group_dir: Path, label) -> dict:
+    """The group's summary, with the row's own label, seeds, final metrics and per-network ledger."""
+    sizes = {s: together["data"][f"{s}_digits"] for s in data_lib.SPLITS}
+    train_s = together["ledger"]["wall_s"]
+    return together | {
+        "label": label,
+        "num_seeds": group.seeds,
+        "parts": {},
+        "final": {s: reporting.summarize(records, s, config.train.passes) for s in data_lib.SPLITS},
+        "together": {"workdir": str(group_dir), "row": row, "rows": group.rows,
+                     "values": {k: v[row] for k, v in group.values.items()},
+                     "note": "trained side by side with the other rows in one program; time is the group's"},
+        "ledger": logs.ledger(config, sizes, None if train_s is None else train_s / group.rows, together["macs_per_digit"]),
+    }
