@@ -85,7 +85,7 @@ def bench_step() -> dict:
     ds = mnist1989()
     n = len(ds.train)
     parts = train.make_parts(c, n)
-    state = train.init_states(c, parts.model, parts.optimizer)
+    state = train.init_state(parts.model, parts.optimizer, train.replica_key(c.seed, 0))  # one network
     x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
     train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=1, shuffle=False)
     t = time.perf_counter()
@@ -158,7 +158,7 @@ def bench_pyloop() -> dict:
         c = config_lib.base()
         c.model.conv = "lax" if name == "port_style" else "auto"
         model, tx = train.make_model(c), train.make_optimizer(c, len(ds.train))
-        params = train.init_states(c, model, tx)["params"]
+        params = train.init_state(model, tx, train.replica_key(c.seed, 0))["params"]
         if name == "same_step":
 
             @jax.jit
@@ -287,7 +287,7 @@ def bench_batch() -> dict:
         c = preset("relu_dropout")
         c.train.batch_size = b
         parts = train.make_parts(c, n)
-        state = train.init_states(c, parts.model, parts.optimizer)
+        state = train.init_state(parts.model, parts.optimizer, train.replica_key(c.seed, 0))
         x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
         train_pass = jax.jit(train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=b,
                                                    shuffle=False, augment=c.augment),

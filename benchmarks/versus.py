@@ -85,7 +85,7 @@ for recipe in ("repro", "relu_dropout"):
                                                shuffle=c.train.shuffle, augment=c.augment)
     else:
         parts = train.make_parts(c, n)
-        state = train.init_states(c, parts.model, parts.optimizer)
+        state = train.init_state(parts.model, parts.optimizer, train.replica_key(c.seed, 0))
         train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n,
                                            batch_size=c.train.batch_size, shuffle=c.train.shuffle, augment=c.augment)
     t = time.perf_counter()  # the options the host loop compiles with, where the tree has them

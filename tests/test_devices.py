@@ -40,7 +40,7 @@ def test_optimised_pass_gives_the_plain_formulations_metrics(mnist1989):
         c = config_lib.base()
         c.model.conv = conv
         model, tx = train.make_model(c), train.make_optimizer(c, n)
-        state = train.init_states(c, model, tx)
+        state = train.init_state(model, tx, train.replica_key(c.seed, 0))
         state = jax.jit(train.make_train_pass(model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False))(
             state, images, labels
         )

@@ -217,6 +217,7 @@ def test_schedule_free_runs_are_evaluated_at_the_methods_own_weights(tmp_path):
     model = train.make_model(c)
     template = processes.to_numpy(train.init_states(c, model, tx))
     state, _, _ = checkpoints.Checkpoints(tmp_path / "checkpoints").read(1, template)
+    state = jax.tree.map(lambda a: a[0], state)  # the state's replica axis: one seed
     test = data_lib.for_config(c).test
     misses = lambda params: _misses(model.apply({"params": params}, test.images, train=False), test.labels)
     evaluation = optax.contrib.schedule_free_eval_params(state["opt_state"], state["params"])

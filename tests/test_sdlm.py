@@ -143,7 +143,7 @@ def test_training_re_estimates_before_each_pass(mnist1989):
     c.optimizer.sdlm_samples = 50
     n = 200
     model, tx = train.make_model(c), train.make_optimizer(c, n)
-    state = train.init_states(c, model, tx)
+    state = train.init_state(model, tx, train.replica_key(c.seed, 0))
     assert float(jnp.max(state["opt_state"][0].h["h3"]["kernel"])) == 0.0
     train_pass = jax.jit(train.make_train_pass(
         model, tx, losses.mse, num_train=n, batch_size=1, shuffle=False,
@@ -179,7 +179,7 @@ def test_the_training_pass_refreshes_an_sdlm_state_a_user_built(mnist1989, form,
     c.optimizer.sdlm_estimator = estimator
     parts = train.make_parts(c, n, model=module, optimizer=BY_HAND[form]())
     train_pass, _ = train.make_step_fns(c, parts, n, n)
-    state = train.init_states(c, parts.model, parts.optimizer)
+    state = train.init_state(parts.model, parts.optimizer, train.replica_key(c.seed, 0))
     x, y = mnist1989.train.images[:n], mnist1989.train.labels[:n]
     after = jax.jit(train_pass)(state, x, y)
     if module is None:

@@ -19,7 +19,7 @@ def _setup(config=None):
     config = config or config_lib.base()
     model = train.make_model(config)
     tx = train.make_optimizer(config, 7291)
-    state = train.init_states(config, model, tx)
+    state = train.init_state(model, tx, train.replica_key(config.seed, 0))  # one network
     return config, model, tx, state
 
 
@@ -127,7 +127,7 @@ def test_a_longer_pass_equals_hand_written_sgd(mnist1989, variant):
         loss = cross_entropy
     shuffle = variant.endswith("shuffled")
     model, tx = train.make_model(c), train.make_optimizer(c, STEPS)
-    state = train.init_states(c, model, tx)
+    state = train.init_state(model, tx, train.replica_key(c.seed, 0))
     images, labels = mnist1989.train.images[:STEPS], mnist1989.train.labels[:STEPS]
     train_pass = train.make_train_pass(model, tx, losses.get(c.loss), num_train=STEPS, batch_size=1, shuffle=shuffle)
     ours = jax.jit(train_pass)(state, images, labels)
@@ -184,11 +184,13 @@ def test_make_train_is_the_epochs_in_one_function(mnist1989):
     assert metrics["test"]["misses"].shape == (2,) and int(state["pass"]) == 2
     epoch = train.make_epoch(c, parts, n_train, n_test)
     s = train.init_states(c, parts.model, parts.optimizer)
+    assert s["pass"].shape == (1,)  # one seed: a replica axis of one, as every state carries
     for p in range(2):
         s, m = epoch(s, data)
-        assert int(m["test"]["misses"]) == int(metrics["test"]["misses"][p])
-        np.testing.assert_allclose(float(m["train"]["loss"]), float(metrics["train"]["loss"][p]), rtol=1e-5)
-    _allclose(s["params"], state["params"], rtol=1e-5, atol=1e-6)
+        assert m["test"]["misses"].shape == (1,) and s["pass"].shape == (1,)
+        assert int(m["test"]["misses"][0]) == int(metrics["test"]["misses"][p])
+        np.testing.assert_allclose(float(m["train"]["loss"][0]), float(metrics["train"]["loss"][p]), rtol=1e-5)
+    _allclose(jax.tree.map(lambda a: a[0], s["params"]), state["params"], rtol=1e-5, atol=1e-6)
     # many seeds at once: vmap over replica keys
     keys = jax.vmap(lambda r: train.replica_key(c.seed, r))(jax.numpy.arange(2))
     many, many_metrics = jax.jit(jax.vmap(run))(keys)
@@ -247,7 +249,7 @@ def test_compiler_options_change_no_number(mnist1989, recipe):
     c = config_lib.load_file(REPO / "configs" / "ablations.py", recipe)
     n = 300
     parts = train.make_parts(c, n)
-    state = train.init_states(c, parts.model, parts.optimizer)
+    state = train.init_state(parts.model, parts.optimizer, train.replica_key(c.seed, 0))
     train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n,
                                        batch_size=c.train.batch_size, shuffle=c.train.shuffle, augment=c.augment)
     images, labels = mnist1989.train.images[:n], mnist1989.train.labels[:n]

@@ -122,15 +122,13 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Arra
 
 
 def init_states(config: ml_collections.ConfigDict, model, tx, replicas: int | None = None) -> State:
-    """Initial state of every replica: a leading axis of ``replicas`` (default
-    ``num_seeds``) when ``num_seeds`` is above 1. Replica r starts from
+    """Initial state of every replica, on a leading replica axis of ``replicas``
+    (default ``num_seeds``), one seed included. Replica r starts from
     ``fold_in(PRNGKey(seed), r)``, whatever the number of replicas."""
     replicas = config.num_seeds if replicas is None else replicas
 
     @jax.jit  # one compiled program; op by op, Flax's init is slow on a CPU
     def init(seed):
-        if config.num_seeds == 1:
-            return init_state(model, tx, replica_key(seed, 0))
         keys = jax.vmap(lambda r: replica_key(seed, r))(jnp.arange(replicas))
         return jax.vmap(lambda k: init_state(model, tx, k))(keys)
 
@@ -310,6 +308,17 @@ def _pass_then_evaluate(train_pass, evaluate, splits: bool = True):
     return one
 
 
+def _on_one_replica(one):
+    """``one`` (state, data) -> (state, metrics) of a single network, on states and metrics
+    that carry a replica axis of size one."""
+
+    def epoch(state, data):
+        state, metrics = one(jax.tree.map(lambda a: a[0], state), data)
+        return jax.tree.map(lambda a: a[None], (state, metrics))
+
+    return epoch
+
+
 def compiler_options() -> dict[str, Any]:
     """XLA options of the training programs, by backend (``jax.jit(..., compiler_options=)``).
 
@@ -337,8 +346,9 @@ def make_epoch(
     ``data`` holds ``{train,test}_{images,labels}``; ``metrics[split]`` holds
     ``loss`` and ``misses`` (unless ``evaluate_splits`` is False: a pass that
     is not evaluated), and ``metrics['finite']`` whether every parameter is
-    still finite. With ``num_seeds > 1`` everything has a leading replica
-    axis: the replicas are ``vmap``-ped (their evaluation mapped, see below),
+    still finite. The state and the metrics carry a leading replica axis, one
+    seed included (which trains as one plain network, no ``vmap``); several
+    replicas are ``vmap``-ped (their evaluation mapped, see below),
     in chunks of :func:`chunk_size` (``chunk_target``: see
     :func:`replica_chunk_target`) one after the other, and the replica axis is
     split over ``mesh``'s devices by ``shard_map`` when given (data replicated).
@@ -354,7 +364,8 @@ def make_epoch(
         state = _in_chunks(train, state, chunk_target)
         return state, lax.map(lambda s: evaluate(s, data, evaluate_splits), _evaluated_part(state))
 
-    epoch = one if config.num_seeds == 1 else replicas
+    # one seed: the unbatched program (a vmap of width one would round differently)
+    epoch = _on_one_replica(one) if config.num_seeds == 1 else replicas
     if mesh is not None:
         sharded, replicated = PartitionSpec("seed"), PartitionSpec()
         epoch = jax.shard_map(epoch, mesh=mesh, in_specs=(sharded, replicated), out_specs=sharded, check_vma=False)

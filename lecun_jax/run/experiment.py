@@ -230,7 +230,7 @@ def _finish(run: _Run) -> dict:
     checkpoint's state: a run killed here redoes them when run again, and
     summary.json, written last, marks it done."""
     t = time.perf_counter()
-    final = jax.jit(train_lib.final_variables if run.config.num_seeds == 1 else jax.vmap(train_lib.final_variables))
+    final = jax.jit(jax.vmap(train_lib.final_variables))
     variables = processes_lib.real_replicas(run.config.num_seeds, processes_lib.to_numpy(final(run.state), run.processes))
     if not run.store.writes:  # what follows makes only files
         return {}
@@ -313,12 +313,10 @@ def _check_finite(run: _Run, p: int, new: list[dict], metrics: dict) -> None:
 def _test_outputs(run: _Run, params, model_state: dict) -> np.ndarray:
     """The final networks' outputs on the test split (replicas, N, 10), for plots and notebooks."""
     test = run.dataset.test
-    predict = train_lib.make_predict(run.parts.model, len(test))
-    if run.config.num_seeds > 1:  # one replica after the other, as in evaluation: memory bounded by one
-        one = predict
-        predict = lambda p, x, s: jax.lax.map(lambda ps: one(ps[0], x, ps[1]), (p, s))
-    outputs = np.asarray(jax.jit(predict)(params, test.images, model_state))
-    return outputs if run.config.num_seeds > 1 else outputs[None]
+    one = train_lib.make_predict(run.parts.model, len(test))
+    # one replica after the other, as in evaluation: memory bounded by one
+    predict = lambda p, x, s: jax.lax.map(lambda ps: one(ps[0], x, ps[1]), (p, s))
+    return np.asarray(jax.jit(predict)(params, test.images, model_state))
 
 
 def _prefetch_plots() -> threading.Thread:

@@ -79,8 +79,6 @@ def replica_layout(num_seeds: int, chunk_target: int | None = None,
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N devices of N
     cores; ``launch.py`` sets it to the core count.
     """
-    if num_seeds == 1:
-        return None, 1
     devices = (processes or job()).devices
     n = min(len(devices), num_seeds)
     per_device = math.ceil(num_seeds / n)
@@ -100,15 +98,13 @@ def device_data(dataset, mesh: Mesh | None = None) -> dict[str, jax.Array]:
 
 def real_replicas(num_seeds: int, tree):
     """Drops the spare replicas that only pad the replica axis to the mesh."""
-    if num_seeds == 1:
-        return tree
     return jax.tree.map(lambda a: a[:num_seeds], tree)
 
 
 def pad_replicas(num_seeds: int, host_state, replicas: int):
     """Host arrays of the real replicas, on the device and padded again to ``replicas``
     (the spares repeat replica 0: they only fill the mesh and are dropped from every result)."""
-    if num_seeds == 1 or replicas == num_seeds:
+    if replicas == num_seeds:
         return jax.tree.map(jax.numpy.asarray, host_state)
     return jax.tree.map(lambda a: jax.numpy.asarray(np.concatenate([a, np.repeat(a[:1], replicas - num_seeds, 0)])),
                         host_state)

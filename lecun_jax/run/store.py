@@ -31,6 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -60,6 +61,7 @@ class RunStore:
         self._lock: WorkdirLock | None = None
         self._board: TensorBoard | None = None
         self._rates: list[float] = []
+        self._num_seeds = 1
         self._set_aside = 0
 
     def __enter__(self) -> RunStore:
@@ -170,7 +172,7 @@ class RunStore:
     def begin(self, config, parts: dict | None, records: list[dict], learning_rates: list[float]) -> None:
         """config.json, the metrics so far (a resumed run's, from its checkpoint) and TensorBoard
         written again from them (what an interrupted writer left is dropped)."""
-        self._rates = list(learning_rates)
+        self._rates, self._num_seeds = list(learning_rates), config.num_seeds
         if not self.writes:
             return
         files.write_json(self.workdir / CONFIG, config_json(config, parts))
@@ -199,9 +201,12 @@ class RunStore:
 
     def write_outputs(self, params: dict, model_state: dict, outputs: np.ndarray, labels: np.ndarray) -> None:
         """The final parameters, the module's other collections (if any) and the networks'
-        outputs on the test split (replicas, N, 10)."""
+        outputs on the test split (replicas, N, 10), each with the replica axis of the state;
+        the files of a one-seed run hold one network, without it (the README's promise)."""
         if not self.writes:
             return
+        if self._num_seeds == 1:
+            params, model_state = jax.tree.map(lambda a: a[0], (params, model_state))
         files.save_params(self.workdir / PARAMS, params)
         if model_state:
             files.save_params(self.workdir / MODEL_STATE, model_state)

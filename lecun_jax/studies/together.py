@@ -85,7 +85,7 @@ def write_row(group_dir: Path, group: Group, row: int, config, workdir: Path, la
     lo, hi = row * group.seeds, (row + 1) * group.seeds
     group_run = RunStore(group_dir)  # a reader
     records = [dict(r, replica=r["replica"] - lo) for r in group_run.metrics() if lo <= r["replica"] < hi]
-    take = (lambda a: a[lo]) if group.seeds == 1 else (lambda a: a[lo:hi])  # one seed: no replica axis
+    take = lambda a: a[lo:hi]
     outputs, labels = group_run.test_outputs()
     with RunStore(workdir, processes or processes_lib.job()) as store:
         # what a run of the row alone left here, unfinished, is replaced (a finished one was not trained again)
