@@ -23,7 +23,7 @@ from typing import Any, Callable
 import ml_collections
 from ml_collections import config_dict
 
-from lecun_jax.core import augment, losses, model, optimizers, sdlm
+from lecun_jax.core import augment, losses, model, optimizers, sdlm, train
 from lecun_jax import data
 from lecun_jax.data import ConfigError  # noqa: F401  (defined beside the size rules, which raise it after loading too)
 
@@ -141,13 +141,19 @@ FIELDS: dict[str, Field] = {
     "model.conv": Field("auto", _choice(model.CONV_IMPLS),
                         "auto (by batch size: conv.PATCHES_MAX_BATCH) | patches | lax: same function, speed only"),
     "model.width": Field(1.0, _width, "feature maps x width (12 -> 12 w), H3 units x width; 1 = the 1989 network"),
+    "model.init_rule": Field("sqrt", _choice(model.INIT_RULES),
+                             "initial weights U(+-2.4/sqrt(F)), F the fan-in (sqrt, Karpathy's reading) | U(+-2.4/F) "
+                             "(linear, as the 1989 paper and LeNet-5 print it)"),
 
     "loss": Field("mse", _choice(losses.LOSSES), "mse (mean over outputs, +-1 targets) | cross_entropy (softmax of the outputs)"),
+    "loss_target": Field(1.0, _number(0.0, 1.7159, lo_open=True),
+                         "mse's targets: +t for the true class, -t for the others (1989: 1); cross_entropy has none"),
 
     "optimizer.name": Field("sgd", _choice(optimizers.OPTIMIZERS), "sgd | adamw | sdlm (the paper's diagonal Levenberg-Marquardt)"),
     "optimizer.learning_rate": Field(0.03, _number(0.0, lo_open=True)),
     "optimizer.schedule": Field("constant", _choice(optimizers.SCHEDULES),
-                                "constant | linear (learning_rate -> final_learning_rate, set each pass)"),
+                                "constant | linear (learning_rate -> final_learning_rate, set each pass) | lenet5 "
+                                "(LeNet-5's steps down, x1 x1 x.4 x.4 x.4 x.2 x.2 x.2 x.1 x4, then x.02, per pass)"),
     "optimizer.final_learning_rate": _placeholder(float, _optional_number(0.0, lo_open=True), "the last pass's rate under schedule=linear"),
     "optimizer.weight_decay": Field(0.01, _number(0.0), "adamw: decoupled weight decay (torch's default 0.01, not optax's 1e-4)"),
     "optimizer.b1": Field(0.9, _number(0.0, 1.0, hi_open=True), "adamw"),
@@ -156,6 +162,9 @@ FIELDS: dict[str, Field] = {
     "optimizer.sdlm_mu": Field(0.02, _number(0.0, lo_open=True), "sdlm: the step is learning_rate / (sdlm_mu + h) per parameter"),
     "optimizer.sdlm_estimator": Field("becker_lecun", _choice(sdlm.ESTIMATORS), "sdlm: becker_lecun (the paper's) | exact_ggn"),
     "optimizer.sdlm_samples": Field(500, _number(1, integer=True), "sdlm: digits the diagonal h is re-estimated on before each pass"),
+    "optimizer.sdlm_loss_scale": Field(1.0, _number(0.0, lo_open=True),
+                                       "sdlm: h is the curvature of the loss times this (1: the mean over the 10 outputs; "
+                                       "10: the summed squared error, LeNet-5's, for which sdlm_mu=0.02 was set)"),
 
     "augment.name": Field("none", _choice(augment.AUGMENTATIONS), "none | shift (a random shift of each training digit, every step)"),
     "augment.max_shift": Field(1, _number(1, 8, integer=True), "shift: at most this many pixels in x and in y"),
@@ -165,6 +174,9 @@ FIELDS: dict[str, Field] = {
     "train.batch_size": Field(1, _number(1, integer=True), "1989: one digit per update"),
     # ConfigDict checks a bool's type too; the rule is kept for configs edited under ignore_type()
     "train.shuffle": Field(False, _bool, "1989: the same fixed order every pass"),
+    "train.order": Field("file", _choice(train.ORDERS),
+                         "without shuffle: file (the file's order, for every seed) | seed (one permutation per "
+                         "replica, from its own key, the same every pass)"),
     "train.eval_every": Field(1, _number(1, integer=True), "evaluate both splits every this many passes (and after the last)"),
 
     "sweep.rows": Field("", None, "comma-separated presets of the config file to run as one sweep ('' = a single run)"),
@@ -200,6 +212,11 @@ def _cross_checks(c) -> None:
     o = c.optimizer
     if o.schedule == "linear" and o.final_learning_rate is None:
         raise ConfigError("config.optimizer.final_learning_rate=None: schedule=linear needs the last pass's rate (> 0)")
+    try:  # rules the core owns: it refuses the same arguments given by hand
+        losses.get(c.loss, target=c.loss_target)
+        train.check_order(c.train.order, c.train.shuffle)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
     data.check_config_sizes(c)
 
 

@@ -146,6 +146,21 @@ def test_linear_schedule_is_karpathys_per_pass_rate():
     assert float(lr(46 * 7291 - 1)) == pytest.approx(1e-4, rel=1e-5)
 
 
+def test_lenet5_schedule_is_lenet5s_steps_per_pass():
+    # LeCun et al. 1998: 0.0005 for 2 passes, 0.0002 for 3, 0.0001 for 3, 0.00005 for 4, then 0.00001;
+    # at learning_rate 0.0005 the schedule is those rates, at any other the same steps scaled
+    c = config_lib.base().optimizer
+    c.schedule, c.learning_rate = "lenet5", 5e-4
+    lenet5 = [5e-4] * 2 + [2e-4] * 3 + [1e-4] * 3 + [5e-5] * 4 + [1e-5] * 11
+    np.testing.assert_allclose(optimizers.pass_learning_rates(c, 23), lenet5, rtol=1e-6)
+    c.learning_rate = 0.03
+    by_hand = [0.03, 0.03, 0.012, 0.012, 0.012, 0.006, 0.006, 0.006, 0.003, 0.003, 0.003, 0.003] + [0.0006] * 11
+    np.testing.assert_allclose(optimizers.pass_learning_rates(c, 23), by_hand, rtol=1e-6)
+    lr = optimizers.learning_rate(c, steps_per_pass=7291, passes=23)  # set each pass, for every step of it
+    for step, rate in [(7291, 0.03), (2 * 7291 - 1, 0.03), (2 * 7291, 0.012), (3 * 7291 - 1, 0.012), (23 * 7291 - 1, 0.0006)]:
+        assert float(lr(step)) == pytest.approx(rate, rel=1e-6), step
+
+
 def test_cross_entropy_by_hand():
     logits = jnp.array([[2.0, 1.0, 0.0] + [0.0] * 7])
     expected = -np.log(np.exp(2.0) / (np.exp(2.0) + np.exp(1.0) + 8 * np.exp(0.0)))
@@ -160,6 +175,25 @@ def test_the_1989_targets_and_mse_by_hand():
     assert float(losses.mse(outputs, jnp.array([7]))[0]) == pytest.approx(1.0)
     outputs = outputs.at[0, 7].set(1.0)  # the true class exact: 9 errors of 1 over 10 outputs
     assert float(losses.mse(outputs, jnp.array([7]))[0]) == pytest.approx(0.9)
+
+
+def test_loss_target_targets_and_mse_by_hand():
+    t = 0.8
+    targets = np.asarray(losses.pm1_targets(jnp.array([3, 0]), target=t))
+    assert targets[0, 3] == pytest.approx(t) and targets[1, 0] == pytest.approx(t)
+    assert np.allclose(np.delete(targets[0], 3), -t) and np.allclose(np.delete(targets[1], 0), -t)
+    c = config_lib.base()
+    c.loss_target = t
+    mse = train.make_parts(c, 10).loss  # the loss a run of this config trains with
+    outputs = jnp.zeros((1, 10))  # every error is t in size
+    assert float(mse(outputs, jnp.array([7]))[0]) == pytest.approx(t**2)
+    assert float(losses.mse(outputs, jnp.array([7]), target=t)[0]) == pytest.approx(t**2)
+    outputs = outputs.at[0, 7].set(t)  # the true class exact: 9 errors of t over 10 outputs
+    assert float(mse(outputs, jnp.array([7]))[0]) == pytest.approx(0.9 * t**2)
+    # cross-entropy has no targets: another value is refused, not ignored
+    assert losses.get("cross_entropy", target=1.0) is losses.cross_entropy
+    with pytest.raises(ValueError, match=r"^loss_target=0.8: loss=cross_entropy has no targets"):
+        losses.get("cross_entropy", target=t)
 
 
 def test_train_subsets(mnist1989):

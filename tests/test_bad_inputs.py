@@ -56,6 +56,13 @@ BAD = [
     ("a folder for a data file", lambda t: ["--config=configs/lecun1989.py:usps", f"--config.data.source_dir={_folder_for_a_file(t)}"],
      1, r"zip.train.gz: a directory where a data file was expected"),
     ("infinite learning rate", lambda t: ["--config.optimizer.learning_rate=inf"], 2, r"learning_rate=inf: expected a finite number"),
+    ("unknown init rule", lambda t: ["--config.model.init_rule=xavier"], 2, r"config.model.init_rule='xavier': valid: sqrt, linear"),
+    ("loss target with cross-entropy", lambda t: ["--config.loss=cross_entropy", "--config.loss_target=0.8"], 2,
+     r"config.loss_target=0.8: loss=cross_entropy has no targets"),
+    ("unknown schedule", lambda t: ["--config.optimizer.schedule=lenet"], 2, r"schedule='lenet': valid: constant, linear, lenet5"),
+    ("sdlm loss scale 0", lambda t: ["--config.optimizer.sdlm_loss_scale=0"], 2, r"sdlm_loss_scale=0.0: valid: in \(0, inf\)"),
+    ("seed order with shuffle", lambda t: ["--config.train.order=seed", "--config.train.shuffle=True"], 2,
+     r"config.train.order='seed' with train.shuffle=True"),
     ("unknown field", lambda t: ["--config.optimizer.momentum=0.9"], 2,
      r"--config.optimizer.momentum: no such config field; config.optimizer has .*learning_rate.*\. All \d+ fields, with their defaults"),
 ]

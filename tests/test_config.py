@@ -62,7 +62,7 @@ BAD = [
     ("optimizer.learning_rate", math.nan, "finite"),
     ("optimizer.learning_rate", "fast", "expected a number"),
     ("optimizer.name", "adam", "valid: sgd, adamw"),
-    ("optimizer.schedule", "cosine", "valid: constant, linear"),
+    ("optimizer.schedule", "cosine", "valid: constant, linear, lenet5"),
     ("optimizer.final_learning_rate", -1.0, "valid: in (0, inf)"),
     ("optimizer.weight_decay", -0.01, "valid: in [0, inf)"),
     ("optimizer.b2", 1.0, "valid: in [0, 1)"),
@@ -92,6 +92,10 @@ BAD = [
     ("optimizer.learning_rate", math.inf, "finite"),
     ("data.source_dir", "", "an empty path"),  # Path('') would be the current folder
     ("data.tfds_dir", " ", "an empty path"),
+    ("model.init_rule", "xavier", "valid: sqrt, linear"),
+    ("loss_target", 2.0, "valid: in (0, 1.7159]"),
+    ("optimizer.sdlm_loss_scale", 0.0, "valid: in (0, inf)"),
+    ("train.order", "random", "valid: file, seed"),
 ]
 
 
@@ -119,6 +123,19 @@ def test_linear_schedule_needs_a_final_rate():
         config_lib.validate(c)
     c.optimizer.final_learning_rate = 1e-4
     config_lib.validate(c)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"loss": "cross_entropy", "loss_target": 0.8}, r"^config\.loss_target=0\.8: loss=cross_entropy has no targets"),
+    ({"train.order": "seed", "train.shuffle": True}, r"^config\.train\.order='seed' with train\.shuffle=True: "),
+], ids=["loss_target-with-cross_entropy", "order-seed-with-shuffle"])
+def test_fields_that_exclude_each_other(fields, message):
+    c = config_lib.base()
+    for path, value in fields.items():
+        config_lib.set_path(c, path, value)
+    with pytest.raises(config_lib.ConfigError, match=message) as e:
+        config_lib.validate(c)
+    assert "\n" not in str(e.value)
 
 
 def test_batch_size_against_a_train_size():

@@ -152,16 +152,16 @@ def test_the_package_attributes_load_on_use():
 def test_config_choices_are_their_home_modules_objects():
     """Each choice list is defined once: config's rules hold the home module's object itself,
     and config.py spells out no choice list, no dataset size and no URL of its own."""
-    from lecun_jax.core import augment, losses, model, optimizers, sdlm
+    from lecun_jax.core import augment, losses, model, optimizers, sdlm, train
     from lecun_jax import config, data
 
     homes = {
         "data.name": data.DATASETS, "data.train_subset": data.SUBSETS,
         "model.activation": model.ACTIVATIONS, "model.output_activation": model.OUTPUT_ACTIVATIONS,
-        "model.conv": model.CONV_IMPLS, "loss": losses.LOSSES,
+        "model.conv": model.CONV_IMPLS, "model.init_rule": model.INIT_RULES, "loss": losses.LOSSES,
         "optimizer.name": optimizers.OPTIMIZERS, "optimizer.schedule": optimizers.SCHEDULES,
         "optimizer.sdlm_estimator": sdlm.ESTIMATORS,
-        "augment.name": augment.AUGMENTATIONS, "augment.mode": augment.SHIFT_MODES,
+        "augment.name": augment.AUGMENTATIONS, "augment.mode": augment.SHIFT_MODES, "train.order": train.ORDERS,
     }
     for field, options in homes.items():
         assert config.FIELDS[field].rule.options is options, field

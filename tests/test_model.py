@@ -87,6 +87,48 @@ def test_init_ranges_and_biases(params):
     assert np.all(np.asarray(params["out"]["bias"]) == -1)
 
 
+# The fan-ins by hand: H1 sees 5x5 pixels, H2 5x5 on 8 maps, H3 all 4x4x12 H2 units, out the 30 H3 units.
+FAN_IN = {"h1": 25, "h2": 200, "h3": 192, "out": 30}
+
+
+@pytest.mark.parametrize("rule,bound", [("sqrt", lambda f: 2.4 / np.sqrt(f)), ("linear", lambda f: 2.4 / f)])
+def test_init_rule_bounds_every_layer(rule, bound):
+    params = M.init(M.Net1989(init_rule=rule), jax.random.PRNGKey(0))
+    connected = np.broadcast_to(_h2_expected_connections()[:, :, None, None], (12, 12, 5, 5))
+    assert {l.name: l.fan_in for l in M.Net1989().layers()} == FAN_IN
+    for layer, fan_in in FAN_IN.items():
+        w = np.asarray(params[layer]["kernel"])
+        w = w[connected] if layer == "h2" else w
+        assert bound(fan_in) * 0.9 < np.abs(w).max() <= bound(fan_in), layer
+
+
+def test_the_default_init_rule_is_todays_draw_bit_for_bit():
+    """sqrt is the default; its params for PRNGKey(0) are those drawn before init_rule existed
+    (a digest of them taken then), and linear draws the same numbers, scaled by 1/sqrt(F)."""
+    import hashlib
+
+    sqrt = M.init(M.Net1989(), jax.random.PRNGKey(0))
+    digest = hashlib.sha256(b"".join(np.asarray(sqrt[l][k]).tobytes() for l in FAN_IN for k in ("kernel", "bias")))
+    assert digest.hexdigest() == "46c3ce4becfcca82480bbdd64c4d15e63e40c83a537f0e173855c427b9959556"
+    assert M.Net1989().init_rule == "sqrt"
+    linear = M.init(M.Net1989(init_rule="linear"), jax.random.PRNGKey(0))
+    for layer, fan_in in FAN_IN.items():
+        np.testing.assert_allclose(linear[layer]["kernel"], sqrt[layer]["kernel"] / np.sqrt(fan_in), rtol=1e-5, atol=1e-8)
+        np.testing.assert_array_equal(linear[layer]["bias"], sqrt[layer]["bias"])
+
+
+def test_scaled_tanh_value_and_slope():
+    # f(a) = 1.7159 tanh(2a/3): f(0) = 0, f'(0) = 1.7159 * 2/3, f(+-1) = +-1.7159 tanh(2/3),
+    # f'(+-1) = 1.7159 * 2/3 * (1 - tanh(2/3)^2)
+    for a, value, slope in [(0.0, 0.0, 1.7159 * 2 / 3), (1.0, 1.7159 * np.tanh(2 / 3), 1.7159 * 2 / 3 * (1 - np.tanh(2 / 3) ** 2)),
+                            (-1.0, -1.7159 * np.tanh(2 / 3), 1.7159 * 2 / 3 * (1 - np.tanh(2 / 3) ** 2))]:
+        for f in (M.ACTIVATIONS["scaled_tanh"], M.OUTPUT_ACTIVATIONS["scaled_tanh"]):
+            assert float(f(jnp.float32(a))) == pytest.approx(value, abs=1e-6)
+            assert float(jax.grad(f)(jnp.float32(a))) == pytest.approx(slope, rel=1e-6)
+    assert 1.7159 * 2 / 3 == pytest.approx(1.1439, abs=1e-4)
+    assert 1.7159 * np.tanh(2 / 3) == pytest.approx(1.0, abs=1e-3)  # the point of 1.7159: f(1) is about 1
+
+
 def _h2_map_dependence(params, conv):
     """Which H1 maps each H2 map's output depends on, by differentiating through H2.
 

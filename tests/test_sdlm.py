@@ -155,6 +155,24 @@ def test_training_re_estimates_before_each_pass(mnist1989):
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(after["params"]))
 
 
+def test_sdlm_loss_scale_scales_the_refreshed_estimate(mnist1989):
+    # the diagonal is of the loss times the scale: 10x the loss, exactly 10x h (same params, same digits)
+    n = 20
+    x, y = mnist1989.train.images[:n], mnist1989.train.labels[:n]
+    h = {}
+    for scale in (1.0, 10.0):
+        c = config_lib.load_file(REPO / "configs" / "lecun1989.py", "usps_sdlm")
+        c.optimizer.sdlm_samples, c.optimizer.sdlm_loss_scale = n, scale  # all n digits: the pick is only their order
+        parts = train.make_parts(c, n)
+        train_pass, _ = train.make_step_fns(c, parts, n, n)
+        state = train.init_states(c, parts.model, parts.optimizer)
+        h[scale] = _h(jax.jit(train_pass)(state, x, y)["opt_state"])  # the pass's estimate, held for the pass
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(b, np.float32(10.0) * np.asarray(a)), h[1.0], h[10.0])
+    assert config_lib.base().optimizer.sdlm_loss_scale == 1.0  # the default: the estimate of the mean loss itself
+    want = jax.jit(lambda p: sdlm.becker_lecun(M.Net1989().layers(), MSE, p, x, y))(state["params"])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9), h[1.0], want)
+
+
 # --- the paper's optimiser wherever it stands in the chain ------------------------------
 
 BY_HAND = {  # the usps_sdlm preset's optimiser (lr 1e-3, mu 0.02, constant), built by a user

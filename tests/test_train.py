@@ -142,6 +142,37 @@ def test_a_longer_pass_equals_hand_written_sgd(mnist1989, variant):
     assert np.all(np.asarray(ours["params"]["h2"]["kernel"])[mask == 0] == 0)
 
 
+def test_seed_order_is_each_replicas_own_and_the_same_every_pass(mnist1989):
+    # train.order=seed: two passes of two replicas, each against hand-written SGD over its own
+    # permutation (the documented stream: fold_in(state rng, 2**32 - 1)) twice
+    n = 20
+    c = config_lib.base()
+    c.num_seeds, c.train.order = 2, "seed"
+    config_lib.validate(c)
+    parts = train.make_parts(c, n)
+    train_pass, _ = train.make_step_fns(c, parts, n, n)
+    images, labels = mnist1989.train.images[:n], mnist1989.train.labels[:n]
+    states = train.init_states(c, parts.model, parts.optimizer)
+    two_passes = lambda s, x, y: train_pass(train_pass(s, x, y), x, y)
+    ours = jax.jit(jax.vmap(two_passes, in_axes=(0, None, None)))(states, images, labels)
+    orders = []
+    for r in range(2):
+        state = jax.tree.map(lambda a: a[r], states)
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(state["rng"], 2**32 - 1), n))
+        assert sorted(order) == list(range(n)) and not np.array_equal(order, np.arange(n))
+        theirs = state["params"]
+        for _ in range(2):
+            theirs = _hand_written_sgd(theirs, images[order], labels[order], lr=0.03)
+        _allclose(jax.tree.map(lambda a: a[r], ours["params"]), theirs)
+        orders.append(order)
+    assert not np.array_equal(*orders)
+    # order=file, the default: the file's order, as before the field existed
+    c.train.order = "file"
+    file_pass, _ = train.make_step_fns(c, parts, n, n)
+    one = jax.tree.map(lambda a: a[0], states)
+    _allclose(jax.jit(file_pass)(one, images, labels)["params"], _hand_written_sgd(one["params"], images, labels, lr=0.03))
+
+
 @pytest.mark.slow
 def test_epoch_of_replicas_equals_each_replica_alone(mnist1989):
     # num_seeds > 1: the epoch vmaps train pass and evaluation over the replicas; each equals its own run

@@ -9,8 +9,9 @@
     out  fully connected 30 -> 10                                                310 params
 
 9,760 parameters and 63,660 multiply-accumulates per digit; tanh on every
-layer; weights U(-2.4/sqrt(F), 2.4/sqrt(F)) with F the fan-in; biases 0 but
-the output's, -1 (nine of ten targets are -1).
+layer; weights U(-2.4/sqrt(F), 2.4/sqrt(F)) with F the fan-in (``init_rule``
+``linear``: U(-2.4/F, 2.4/F)); biases 0 but the output's, -1 (nine of ten
+targets are -1).
 
 Kernels are stored (out, in, ...), PyTorch's layout, which the products at
 batch size 1 run fastest with. H2's kernel is dense, (12, 12, 5, 5), and
@@ -49,6 +50,9 @@ def scaled_tanh(a):
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "scaled_tanh": scaled_tanh}
 OUTPUT_ACTIVATIONS = {"tanh": jnp.tanh, "linear": lambda x: x, "scaled_tanh": scaled_tanh}
 CONV_IMPLS = conv_lib.IMPLS
+# The initial weights' bound is 2.4 / divisor(F), F the fan-in. The paper prints 2.4/F (so does
+# LeNet-5, 1998); Karpathy's reproduction reads it as 2.4/sqrt(F), the default here.
+INIT_RULES = {"sqrt": math.sqrt, "linear": float}
 
 # H2's connection table: the H1 maps seen by each group of four H2 maps.
 H2_INPUTS = ((0, 1, 2, 3, 4, 5, 6, 7), (4, 5, 6, 7, 8, 9, 10, 11), (0, 1, 2, 3, 8, 9, 10, 11))
@@ -62,9 +66,10 @@ def h2_inputs(block: int) -> tuple[tuple[int, ...], ...]:
     return (a + b, b + c, a + c)
 
 
-def uniform_fan_in(fan_in: int, scale: float = 2.4):
-    """Initialiser U(-scale/sqrt(fan_in), +scale/sqrt(fan_in)), the paper's rule."""
-    bound = scale / math.sqrt(fan_in)
+def uniform_fan_in(fan_in: int, scale: float = 2.4, rule: str = "sqrt"):
+    """Initialiser U(-bound, +bound), bound = scale / sqrt(fan_in) (``rule='sqrt'``) or
+    scale / fan_in (``rule='linear'``): :data:`INIT_RULES`."""
+    bound = scale / INIT_RULES[rule](fan_in)
 
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
@@ -91,9 +96,10 @@ class Layer:
     bias_init: float = 0.0
     mask: np.ndarray | None = None
     positions: int = 1  # output positions sharing the kernel (multiply-accumulates per digit)
+    init_rule: str = "sqrt"  # the bound of the initial weights: INIT_RULES
 
     def init(self, key) -> dict:
-        kernel = uniform_fan_in(self.fan_in)(key, self.kernel_shape)
+        kernel = uniform_fan_in(self.fan_in, rule=self.init_rule)(key, self.kernel_shape)
         if self.mask is not None:
             kernel = kernel * self.mask
         return {"kernel": kernel, "bias": jnp.full(self.bias_shape, self.bias_init, jnp.float32)}
@@ -119,6 +125,8 @@ class Net1989(nn.Module):
         of 4 w) and the H3 units (30 -> round(30 w)); the topology, the
         initialisation rule and the 8-of-12 proportions stay (:func:`h2_inputs`).
         1 is the 1989 network exactly; 4 w must be a whole number.
+      init_rule: the initial weights' bound, 2.4/sqrt(F) (``sqrt``, Karpathy's reading)
+        or 2.4/F (``linear``, as the paper prints it), F each layer's fan-in.
     """
 
     activation: str = "tanh"
@@ -128,6 +136,7 @@ class Net1989(nn.Module):
     hidden_pad_value: float = -1.0
     conv: str = "auto"
     width: float = 1.0
+    init_rule: str = "sqrt"
 
     @property
     def block(self) -> int:
@@ -171,14 +180,14 @@ class Net1989(nn.Module):
             del squared  # no constant input but the bias's
             return lax.dot_general(x, p["kernel"], (((1,), (1,)), ((), ())), precision=HIGHEST) + p["bias"]
 
-        flat2 = s2 * s2 * maps
+        flat2, rule = s2 * s2 * maps, self.init_rule
         return (
-            Layer("h1", (maps, 1, 5, 5), (s1, s1, maps), 25, conv_linear(-1.0), act, positions=s1 * s1),
+            Layer("h1", (maps, 1, 5, 5), (s1, s1, maps), 25, conv_linear(-1.0), act, positions=s1 * s1, init_rule=rule),
             Layer("h2", (maps, maps, 5, 5), (s2, s2, maps), 25 * 2 * self.block, h2_linear, act, mask=mask2,
-                  positions=s2 * s2),
-            Layer("h3", (self.h3_units, flat2), (self.h3_units,), flat2, dense_linear, act),
+                  positions=s2 * s2, init_rule=rule),
+            Layer("h3", (self.h3_units, flat2), (self.h3_units,), flat2, dense_linear, act, init_rule=rule),
             Layer("out", (10, self.h3_units), (10,), self.h3_units, dense_linear, OUTPUT_ACTIVATIONS[self.output_activation],
-                  bias_init=self.output_bias_init),
+                  bias_init=self.output_bias_init, init_rule=rule),
         )
 
     @nn.compact

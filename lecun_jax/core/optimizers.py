@@ -9,9 +9,12 @@
   every parameter (optax's own default, 1e-4, is not torch's; a public port
   copied it).
 
-Schedules: ``constant``, or ``linear`` from ``learning_rate`` on the first pass
-to ``final_learning_rate`` on the last, the rate set once per pass — Karpathy's
-``lr = (1 - a) * lr0 + a * lr_final``, ``a = pass / (passes - 1)``.
+Schedules, the rate set once per pass: ``constant``; ``linear`` from
+``learning_rate`` on the first pass to ``final_learning_rate`` on the last —
+Karpathy's ``lr = (1 - a) * lr0 + a * lr_final``, ``a = pass / (passes - 1)``;
+``lenet5``, LeNet-5's steps down (LeCun et al. 1998, 0.0005 for 2 passes, 0.0002
+for 3, 0.0001 for 3, 0.00005 for 4, then 0.00001) scaled so that the first
+pass's rate is ``learning_rate``: :data:`LENET5_MULTIPLIERS`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ("sgd", "adamw", "sdlm")
-SCHEDULES = ("constant", "linear")
+SCHEDULES = ("constant", "linear", "lenet5")
+# LeNet-5's rate of each pass over its first (0.0005), from pass 1 on; the last holds after.
+LENET5_MULTIPLIERS = (1.0, 1.0, 0.4, 0.4, 0.4, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1, 0.02)
 
 
 def learning_rate(config: ml_collections.ConfigDict, *, steps_per_pass: int, passes: int) -> Callable | float:
@@ -40,6 +45,13 @@ def learning_rate(config: ml_collections.ConfigDict, *, steps_per_pass: int, pas
             return (1.0 - a) * lr0 + a * lr1
 
         return schedule
+    if config.schedule == "lenet5":
+        table = jnp.asarray(LENET5_MULTIPLIERS) * config.learning_rate
+
+        def steps_down(count):
+            return table[jnp.minimum(count // steps_per_pass, len(LENET5_MULTIPLIERS) - 1)]
+
+        return steps_down
     raise ValueError(f"optimizer.schedule={config.schedule!r}: valid: {', '.join(SCHEDULES)}")
 
 

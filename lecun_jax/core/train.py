@@ -29,7 +29,8 @@ initial weights come from ``fold_in(key_r, 0)``, and pass p from
 ``k = fold_in(fold_in(key_r, 1), p)``: the order from ``fold_in(k, 0)``, the
 dropout keys of every step from ``fold_in(k, 2)`` and the shifts from
 ``fold_in(k, 3)``, each drawn once per pass; so every stream is a pure
-function of (seed, replica, pass, step).
+function of (seed, replica, pass, step). ``train.order=seed``'s one order of
+the replica comes from ``fold_in(rng, SEED_ORDER_STREAM)``, the same every pass.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ Loss = Callable[[jax.Array, jax.Array], jax.Array]  # (outputs (B, 10), labels (
 # (lax.map); elsewhere all at once. benchmarks/seeds.py measures it.
 REPLICA_CHUNK = {"cpu": 4}
 EVAL_CHUNK = 256  # examples per evaluation chunk: bounds the patch gathers' memory (chosen by benchmarks/speed.py)
+# The order of a pass without shuffle: the file's (the same for every seed), or one permutation
+# per replica ("constant order", 1989, but a seed's own).
+ORDERS = ("file", "seed")
+# Pass keys are fold_in(rng, pass) with pass an int32 >= 0: this tag, above every int32, is no
+# pass's, so the seed's order is a stream of its own and leaves every other stream as it was.
+SEED_ORDER_STREAM = 2**32 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +92,7 @@ def make_model(config: ml_collections.ConfigDict) -> model_lib.Net1989:
         hidden_pad_value=m.hidden_pad_value,
         conv=m.conv,
         width=m.width,
+        init_rule=m.init_rule,
     )
 
 
@@ -104,7 +112,7 @@ def make_parts(config, num_train: int, *, model=None, optimizer=None, loss=None)
     return Parts(
         model=make_model(config) if model is None else modules.as_module(model),
         optimizer=make_optimizer(config, num_train) if optimizer is None else optimizer,
-        loss=losses.get(config.loss) if loss is None else loss,
+        loss=losses.get(config.loss, target=config.loss_target) if loss is None else loss,
         given=given,
     )
 
@@ -146,6 +154,25 @@ def dropout_keys(key: jax.Array, steps: int) -> jax.Array:
     return jax.random.split(key, steps)
 
 
+def check_order(order: str, shuffle: bool) -> None:
+    """``order`` (``train.order``) names one fixed order; ``shuffle`` draws a new one every
+    pass: refuse both at once rather than let one silently win."""
+    if order not in ORDERS:
+        raise ValueError(f"train.order={order!r}: valid: {', '.join(ORDERS)}")
+    if order != "file" and shuffle:
+        raise ValueError(f"train.order={order!r} with train.shuffle=True: a fixed order per seed, or a new "
+                         "one every pass; choose one")
+
+
+def _pass_order(state: State, pass_key: jax.Array, num_train: int, shuffle: bool, order: str) -> jax.Array:
+    """The indices of the training digits in the order pass ``state['pass']`` visits them."""
+    if shuffle:  # a fresh permutation every pass, from the pass's key
+        return jax.random.permutation(jax.random.fold_in(pass_key, 0), num_train)
+    if order == "seed":  # from the replica's rng alone: the same every pass
+        return jax.random.permutation(jax.random.fold_in(state["rng"], SEED_ORDER_STREAM), num_train)
+    return jnp.arange(num_train)
+
+
 def _batch_loss(model: nn.Module, loss_fn: Loss):
     """``loss(params, model_state, images, labels, mask, key) -> (mean loss, new model_state)``
     of one training batch (``mask``: which examples count; None: all)."""
@@ -172,6 +199,7 @@ def make_train_pass(
     num_train: int,
     batch_size: int,
     shuffle: bool,
+    order: str = "file",
     augment: ml_collections.ConfigDict | None = None,
     curvature: Callable | None = None,
     curvature_samples: int = 500,
@@ -181,15 +209,17 @@ def make_train_pass(
 
     Each step: ``jax.grad`` of the mean loss of ``model.apply`` on a batch,
     then ``tx.update`` and ``optax.apply_updates``. Batches are ``batch_size``
-    consecutive examples of the pass's order (fixed, or a fresh permutation
-    per pass with ``shuffle``); a last, short batch is padded and its padding
-    masked out of the loss, so every example counts once. ``augment``
+    consecutive examples of the pass's order (:func:`_pass_order`: the file's;
+    with ``order='seed'`` one permutation per replica, the same every pass; with
+    ``shuffle`` a fresh permutation every pass); a last, short batch is padded
+    and its padding masked out of the loss, so every example counts once. ``augment``
     (``config.augment``) shifts each batch inside the step. ``curvature(params,
     images, labels)``, for SDLM, re-estimates the diagonal Hessian of every SDLM
     state in the optimiser's on ``curvature_samples`` digits drawn from
     ``fold_in(k, 4)`` before the pass.
     Dropout gets Flax's ``dropout`` rng, a key per step.
     """
+    check_order(order, shuffle)
     steps = steps_per_pass(num_train, batch_size)
     padding = steps * batch_size - num_train
     shifting = augment is not None and augment.name == "shift"
@@ -199,8 +229,8 @@ def make_train_pass(
     def train_pass(state: State, images: jax.Array, labels: jax.Array) -> State:
         pass_key = jax.random.fold_in(state["rng"], state["pass"])
         key = lambda i: jax.random.fold_in(pass_key, i)
-        order = jax.random.permutation(key(0), num_train) if shuffle else jnp.arange(num_train)
-        xs = {"index": jnp.pad(order, (0, padding)).reshape(steps, batch_size), "key": dropout_keys(key(2), steps)}
+        indices = _pass_order(state, pass_key, num_train, shuffle, order)
+        xs = {"index": jnp.pad(indices, (0, padding)).reshape(steps, batch_size), "key": dropout_keys(key(2), steps)}
         if padding:
             xs["mask"] = (jnp.arange(steps * batch_size) < num_train).astype(jnp.float32).reshape(steps, batch_size)
         if shifting:
@@ -264,11 +294,22 @@ def data_splits(data: dict) -> tuple[str, ...]:
 
 def _curvature(config, parts: Parts):
     """The diagonal Hessian estimator (``config.optimizer.sdlm_estimator``) where the optimiser's
-    state holds an SDLM diagonal, whoever built the chain; None where it holds none."""
+    state holds an SDLM diagonal, whoever built the chain; None where it holds none.
+
+    The estimate is of the loss times ``optimizer.sdlm_loss_scale``: the loss is a mean over
+    the 10 outputs, and 10 makes h the summed squared error's, on which LeNet-5's mu = 0.02 was set.
+    """
     opt_state = jax.eval_shape(parts.optimizer.init, model_lib.abstract_params(parts.model))
     if not sdlm_lib.uses_hessian(opt_state):
         return None
-    return sdlm_lib.estimator(config.optimizer.sdlm_estimator, parts.model, parts.loss)
+    estimate = sdlm_lib.estimator(config.optimizer.sdlm_estimator, parts.model, parts.loss)
+    scale = config.optimizer.sdlm_loss_scale
+    if scale == 1.0:
+        return estimate
+    # the barrier keeps XLA from folding the scale into the estimate's own constants (its mean's
+    # division): h is then exactly the scale times the estimate of the loss itself
+    return lambda params, images, labels: jax.tree.map(lambda h: scale * h,
+                                                       lax.optimization_barrier(estimate(params, images, labels)))
 
 
 def make_step_fns(config, parts: Parts, num_train: int, num_test: int, *, unroll: int = 1):
@@ -277,7 +318,7 @@ def make_step_fns(config, parts: Parts, num_train: int, num_test: int, *, unroll
     train_pass = make_train_pass(
         parts.model, parts.optimizer, parts.loss,
         num_train=num_train, batch_size=config.train.batch_size, shuffle=config.train.shuffle,
-        augment=config.augment, unroll=unroll,
+        order=config.train.order, augment=config.augment, unroll=unroll,
         curvature=_curvature(config, parts), curvature_samples=min(o.sdlm_samples, num_train),
     )
     evaluators = {"train": make_evaluate(parts.model, parts.loss, num_train), "test": make_evaluate(parts.model, parts.loss, num_test)}
