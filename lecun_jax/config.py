@@ -13,6 +13,7 @@ imports this one (tests/test_imports.py checks the graph has no cycle).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib.util
@@ -189,6 +190,10 @@ FIELDS: dict[str, Field] = {
     "reference.dataset": Field("", None, "the dataset it was measured on (shown only beside runs on it)"),
     "reference.train_error": _placeholder(float, _optional_number(0.0), "its train error %"),
     "reference.test_error": _placeholder(float, _optional_number(0.0), "its test error %"),
+    "reference.train_misses": _placeholder(int, _optional_int(0), "its train mistakes, where the paper counts them"),
+    "reference.test_misses": _placeholder(int, _optional_int(0), "its test mistakes, where the paper counts them"),
+    "reference.train_mse": _placeholder(float, _optional_number(0.0), "its train MSE (mean over digits and outputs)"),
+    "reference.test_mse": _placeholder(float, _optional_number(0.0), "its test MSE"),
 }
 
 
@@ -330,6 +335,14 @@ def get_path(c, path: str):
     for key in path.split("."):
         c = c[key]
     return c
+
+
+def literal(text: str):
+    """A value written in an override's text (a grid's, a row's): a Python literal, else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def set_path(c, path: str, value) -> None:

@@ -66,7 +66,8 @@ def test_a_finished_run_exports_one_line_per_seed_from_its_last_pass(tmp_path):
         assert [int(l[f"{split}_misses"]) for l in lines] == want
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert manifest["seeds"] == 2 and manifest["wall_s_this_process"] == 12.5 and manifest["versions"]["jax"]
-    assert manifest["published"] == {"label": "", "test_error": None}  # base() names no published figure
+    # base() names no published figure
+    assert manifest["published"] == {"label": "", "test_error": None, **dict.fromkeys(distributions.PUBLISHED_COUNTS)}
 
 
 def test_unknown_rows_are_refused_in_one_line(capsys):

@@ -101,7 +101,9 @@ WRITES_ELSEWHERE = {
     "lecun_jax/run/store.py": "the store itself: every file of a run's workdir",
     "lecun_jax/files.py": "the atomic writers everything writes through",
     "lecun_jax/data/": "downloads and prepared copies of the digits, in the data caches",
-    "lecun_jax/studies/distributions.py": "the many-seed results (per-row CSV files, manifests, table, figures)",
+    "lecun_jax/studies/distributions.py": "the many-seed report (table, statistics, figures)",
+    "lecun_jax/studies/rows.py": "a many-seed row's per-seed CSV file and manifest",
+    "lecun_jax/studies/study.py": "a study's record of the row its knobs were tried on",
     "lecun_jax/studies/scaling.py": "a scaling sweep's CSV and figures, beside the sweep's table",
     # table.md, table.csv, sweep.json beside the rows; in a row's folder its table record and an
     # unexpected failure's traceback (sweep_row.json, error.txt), files of the sweep that no run writes or clears

@@ -2,13 +2,11 @@
 
     python -m lecun_jax.studies.distributions run --seeds=100            # every row; resumes where it stopped
     python -m lecun_jax.studies.distributions run --seeds=100 --rows=mnist1989/repro,usps/sgd
+    python -m lecun_jax.studies.distributions study paper1989            # a study: searched on held-out digits, then run
     python -m lecun_jax.studies.distributions report results             # tables and figures from the CSV files
 
-``run`` trains each row as an ordinary run (``python -m lecun_jax.launch
---config=configs/... --config.num_seeds=N``, only the last pass evaluated) in
-``<runs>/<dataset>_<row>``, started in the current folder: the configs are the
-package's own where that folder has no ``configs/``, so it runs from a checkout
-or from an installed wheel alike. An interrupted row resumes from its last pass.
+``run`` trains each row (:mod:`lecun_jax.studies.rows`); ``study`` the rows of a
+config file's study (:mod:`lecun_jax.studies.study`).
 A finished row's per-seed results go to ``<results>/<dataset>_<row>.csv``, with
 a manifest beside it (``.json``: the exact command, versions, device, wall time). ``report`` reads
 those files and writes ``table.md`` and one figure per dataset
@@ -20,113 +18,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
-import io
 import json
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from lecun_jax import config as config_lib
+from lecun_jax import errors
 from lecun_jax.run import plots, reporting
+from lecun_jax.studies import study
+from lecun_jax.studies.rows import COLUMNS, PUBLISHED_COUNTS, ROWS, Row, command, export, row_config, run_row  # noqa: F401
 
-COLUMNS = ("row", "dataset", "seed", "replica", "train_misses", "train_error", "test_misses", "test_error",
-           "train_loss", "test_loss")
 BOOTSTRAP = 10_000  # resamples for the intervals
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    dataset: str
-    name: str
-    config: str  # the config file and preset, as --config takes it
-    overrides: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return f"{self.dataset}_{self.name}"
-
-
-ROWS = (
-    Row("mnist1989", "repro", "configs/ablations.py:repro"),
-    Row("mnist1989", "ce", "configs/ablations.py:ce"),
-    Row("mnist1989", "adamw", "configs/ablations.py:adamw"),
-    Row("mnist1989", "augment", "configs/ablations.py:augment"),
-    Row("mnist1989", "relu_dropout", "configs/ablations.py:relu_dropout"),
-    Row("usps", "sgd", "configs/lecun1989.py:usps"),
-    Row("usps", "sdlm", "configs/lecun1989.py:usps_sdlm"),
-    Row("usps", "relu_dropout", "configs/ablations.py:relu_dropout", ("--config.data.name=usps",)),
-)
-
-
-def row_config(row: Row):
-    path, _, arg = row.config.partition(":")
-    c = config_lib.load_file(path, arg or None)
-    for o in row.overrides:
-        field, _, value = o.removeprefix("--config.").partition("=")
-        config_lib.set_path(c, field, value)
-    return c
-
-
-def command(row: Row, seeds: int, workdir: Path, extra: tuple[str, ...] = ()) -> list[str]:
-    """The command of a row, as a user reruns it from any folder: the last pass alone evaluated
-    (the numbers do not change)."""
-    passes = row_config(row).train.passes
-    return ["python", "-m", "lecun_jax.launch", f"--config={row.config}", *row.overrides, f"--config.num_seeds={seeds}",
-            f"--config.train.eval_every={passes}", *extra, f"--workdir={workdir}"]
-
-
-def _shown(path: Path) -> Path:
-    """``path`` as the recorded command shows it: from the current folder where it is inside."""
-    path, here = path.resolve(), Path.cwd().resolve()
-    return path.relative_to(here) if path.is_relative_to(here) else path
-
-
-def run_row(row: Row, seeds: int, runs: Path, results: Path, extra: tuple[str, ...] = ()) -> Path:
-    """Trains (or resumes, or finds finished) one row, then writes its CSV and manifest."""
-    workdir = runs.resolve() / row.key
-    cmd = command(row, seeds, _shown(workdir), extra)
-    print(f"== {row.key}: {shlex.join(cmd)}", flush=True)
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, *cmd[1:]])  # the command as shown, from this folder
-    if done.returncode != 0:
-        raise SystemExit(f"error: {row.key} stopped (exit {done.returncode}); run the same command again to resume")
-    return export(row, workdir, results, shlex.join(cmd), time.perf_counter() - start)
-
-
-def export(row: Row, workdir: Path, results: Path, cmd: str, wall_s: float) -> Path:
-    """``<results>/<row>.csv`` (one line per seed) and its manifest, from a finished run."""
-    summary = json.loads((workdir / reporting.SUMMARY).read_text())
-    last = summary["passes"]
-    final = {}
-    for r in reporting.read_jsonl(workdir / reporting.METRICS):
-        if r["pass"] == last:
-            final.setdefault(r["replica"], {})[r["split"]] = r
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for replica, splits in sorted(final.items()):
-        tr, te = splits["train"], splits["test"]
-        w.writerow([row.name, row.dataset, te["seed"], replica, tr["misses"], f"{tr['error']:.4f}", te["misses"],
-                    f"{te['error']:.4f}", tr["loss"], te["loss"]])
-    path = results / f"{row.key}.csv"
-    reporting.atomic_write_bytes(path, out.getvalue().encode())
-    config = json.loads((workdir / reporting.CONFIG).read_text())
-    ref = config["reference"]  # a published figure counts only on the digits it was measured on
-    published = ref["test_error"] if ref["dataset"] == config["data"]["name"] else None
-    reporting.write_json(path.with_suffix(".json"), {
-        "row": row.name, "dataset": row.dataset, "command": cmd, "seeds": len(final), "passes": last,
-        "published": {"label": ref["label"] if published is not None else "", "test_error": published},
-        "wall_s_this_process": wall_s, "resumed_after_pass": summary["resumed_after_pass"],
-        "train_s": summary["time"]["train_s"], "compile_s": summary["time"]["compile_s"],
-        "device": summary["device"], "versions": summary["versions"],
-    })
-    print(f"wrote {path} ({len(final)} seeds)", flush=True)
-    return path
 
 
 # --- statistics --------------------------------------------------------------------------
@@ -144,8 +47,7 @@ def read(results: Path) -> list[dict]:
                              "write both with `run` (or distributions.export)")
         manifest = json.loads(path.with_suffix(".json").read_text())
         rows.append({"key": path.stem, "dataset": manifest["dataset"], "row": manifest["row"], "manifest": manifest,
-                     "test_error": np.asarray([float(l["test_error"]) for l in lines]),
-                     "train_error": np.asarray([float(l["train_error"]) for l in lines])})
+                     **{c: np.asarray([float(l[c]) for l in lines]) for c in COLUMNS[4:]}})
     return rows
 
 
@@ -160,7 +62,7 @@ def describe(values: np.ndarray, published: float | None, previous: np.ndarray |
     means = _bootstrap_means(values, rng)
     out = {"seeds": len(values), "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
            "mean_ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
-           "median": float(np.median(values)), "p5": float(np.percentile(values, 5)), "p95": float(np.percentile(values, 95)),
+           "median": float(np.median(values)), "min": float(values.min()), "p5": float(np.percentile(values, 5)), "p95": float(np.percentile(values, 95)),
            "published": published, "published_percentile": None, "change": None}
     if published is not None:  # the share of seeds below it, ties counting half
         out["published_percentile"] = float(100 * (np.sum(values < published) + 0.5 * np.sum(values == published)) / len(values))
@@ -171,13 +73,35 @@ def describe(values: np.ndarray, published: float | None, previous: np.ndarray |
     return out
 
 
+def _published_error(r: dict) -> float | None:
+    """The published test error %, from its count of mistakes where the paper gives one
+    (102 of 2,007 is 5.08 %, which it printed as 5.0 %)."""
+    published = r["manifest"]["published"]
+    if published.get("test_misses") is None:
+        return published["test_error"]
+    digits = np.round(100 * r["test_misses"] / r["test_error"])[r["test_error"] > 0]
+    return 100 * published["test_misses"] / digits[0] if digits.size else published["test_error"]
+
+
 def statistics(rows: list[dict]) -> list[dict]:
     out, previous = [], {}
     for r in rows:
-        stats = describe(r["test_error"], r["manifest"]["published"]["test_error"], previous.get(r["dataset"]))
-        out.append({"key": r["key"], "dataset": r["dataset"], "row": r["row"], **stats})
+        stats = describe(r["test_error"], _published_error(r), previous.get(r["dataset"]))
+        out.append({"key": r["key"], "dataset": r["dataset"], "row": r["row"], **stats, "mistakes": mistakes(r)})
         previous[r["dataset"]] = r["test_error"]
     return out
+
+
+def mistakes(r: dict) -> dict | None:
+    """Beside a paper that counts its mistakes: train and test mistakes (mean, std, 95 % CI),
+    the share of seeds at or under the paper's test count, and the MSEs."""
+    published = {k: r["manifest"]["published"].get(k) for k in PUBLISHED_COUNTS}
+    if published["test_misses"] is None:
+        return None
+    out = {split: describe(r[f"{split}_misses"], published[f"{split}_misses"], None) for split in ("train", "test")}
+    out["share_at_or_under_published"] = float(np.mean(r["test_misses"] <= published["test_misses"]))
+    out["mse"] = {split: float(np.mean(r[f"{split}_loss"])) for split in ("train", "test")}
+    return out | {"published": published}
 
 
 def table_markdown(stats: list[dict]) -> str:
@@ -191,7 +115,28 @@ def table_markdown(stats: list[dict]) -> str:
         lines.append(f"| {s['dataset']} | {s['row']} | {s['seeds']} | {s['mean']:.2f} ± {s['std']:.2f} | "
                      f"{s['mean_ci95'][0]:.2f}–{s['mean_ci95'][1]:.2f} | {s['median']:.2f} | {s['p5']:.2f}–{s['p95']:.2f} | "
                      f"{published} | {pct} | {change} |")
+    return head + "\n".join(lines) + "\n" + mistakes_markdown(stats)
+
+
+def mistakes_markdown(stats: list[dict]) -> str:
+    """The rows measured against a paper that counts mistakes, in its units."""
+    chosen = [s for s in stats if s["mistakes"]]
+    if not chosen:
+        return ""
+    p = chosen[0]["mistakes"]["published"]
+    at = p["test_misses"]
+    head = (f"\n| row | seeds | train mistakes mean ± std (95 % CI) | test mistakes mean ± std (95 % CI) | min | "
+            f"seeds at ≤ {at} | train MSE | test MSE |\n|" + "---|" * 8 + "\n"
+            f"| the paper (one run) | 1 | {p['train_misses']} | {at} | | | {_g(p['train_mse'])} | {_g(p['test_mse'])} |\n")
+    cell = lambda d: f"{d['mean']:.1f} ± {d['std']:.1f} ({d['mean_ci95'][0]:.1f}–{d['mean_ci95'][1]:.1f})"
+    lines = [f"| {s['row']} | {s['seeds']} | {cell(s['mistakes']['train'])} | {cell(s['mistakes']['test'])} | "
+             f"{s['mistakes']['test']['min']:.0f} | {100 * s['mistakes']['share_at_or_under_published']:.0f} % | "
+             f"{_g(s['mistakes']['mse']['train'])} | {_g(s['mistakes']['mse']['test'])} |" for s in chosen]
     return head + "\n".join(lines) + "\n"
+
+
+def _g(x: float | None) -> str:
+    return "" if x is None else f"{x:.1e}"
 
 
 # --- figures -----------------------------------------------------------------------------
@@ -223,6 +168,29 @@ def figure(rows: list[dict], stats: list[dict], dataset: str, path: Path) -> Pat
     return plots.save_figure(fig, path)
 
 
+def mistakes_figure(rows: list[dict], stats: list[dict], path: Path) -> Path:
+    """Every seed as a point (train mistakes, test mistakes), one colour a row, the paper's run marked."""
+    chosen = [(r, s) for r, s in zip(rows, stats) if s["mistakes"]]
+    fig = plots.figure(7.5, 5.5)
+    ax = fig.subplots()
+    jitter = np.random.default_rng(0)
+    markers = "os^Dv<>p"
+    for i, (r, s) in enumerate(chosen):
+        x = r["train_misses"] + jitter.uniform(-0.25, 0.25, r["train_misses"].size)  # mistakes are whole numbers
+        ax.scatter(x, r["test_misses"], s=10, alpha=0.45, linewidths=0, marker=markers[(i // 10) % len(markers)],
+                   label=f"{r['row']} ({s['mistakes']['test']['mean']:.1f})")
+    p = chosen[0][1]["mistakes"]["published"]
+    ax.scatter([p["train_misses"]], [p["test_misses"]], marker="*", s=260, color="black", zorder=3,
+               label=f"the paper ({p['train_misses']}, {p['test_misses']})")
+    ax.set_xlabel("train mistakes (of the training digits)")
+    ax.set_ylabel("test mistakes")
+    ax.set_title(f"{chosen[0][0]['dataset']}: every seed of every row (legend: mean test mistakes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return plots.save_figure(fig, path)
+
+
 def report(results: Path) -> list[Path]:
     """table.md, stats.json and one figure per dataset, from the CSV files in ``results``."""
     rows = read(results)
@@ -234,6 +202,9 @@ def report(results: Path) -> list[Path]:
     paths = [results / "table.md", results / "stats.json"]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         paths.append(figure(rows, stats, dataset, results / f"{dataset}.png"))
+        counted = [(r, s) for r, s in zip(rows, stats) if r["dataset"] == dataset and s["mistakes"]]
+        if counted:
+            paths.append(mistakes_figure(*map(list, zip(*counted)), results / f"{dataset}_mistakes.png"))
     return paths
 
 
@@ -247,12 +218,25 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--results", type=Path, default=Path("results"))
     run.add_argument("--override", action="append", default=[],
                      help="a config override for every row, e.g. --override=--config.data.train_size=300 (a sample)")
+    st = sub.add_parser("study", help="a study of configs/NAME.py:study: each row searched on held-out digits, then run")
+    st.add_argument("name", help="e.g. paper1989")
+    st.add_argument("--runs", type=Path, default=None, help="where its runs go (default: runs/NAME)")
+    st.add_argument("--results", type=Path, default=None, help="where its CSV files go (default: results/NAME)")
+    st.add_argument("--override", action="append", default=[], help="a config override for every run of the study")
     rep = sub.add_parser("report", help="tables and figures from the CSV files")
     rep.add_argument("results", type=Path, nargs="?", default=Path("results"))
     args = parser.parse_args(argv)
     if args.what == "report":
         for path in report(args.results):
             print(f"wrote {path}")
+        return 0
+    if args.what == "study":
+        try:
+            study.run(args.name, args.runs or Path("runs") / args.name, args.results or Path("results") / args.name,
+                      tuple(args.override))
+        except errors.USER_ERRORS as e:  # e.g. a config file that does not load: one line
+            print(f"error: {e}", file=sys.stderr)
+            return errors.exit_code(e)
         return 0
     known = {f"{r.dataset}/{r.name}": r for r in ROWS}
     wanted = [w for w in args.rows.split(",") if w] or list(known)

@@ -23,7 +23,6 @@ run. Re-running the same command reuses the rows already finished.
 
 from __future__ import annotations
 
-import ast
 import csv
 import dataclasses
 import hashlib
@@ -69,15 +68,8 @@ def parse_grid(grid: str) -> list[dict[str, Any]]:
         path = path.strip()
         if path == "sweep" or path.startswith("sweep."):
             raise config_lib.ConfigError(f"config.sweep.grid={grid!r}: {path} cannot be a grid axis (a sweep's rows are not swept)")
-        axes.append([(path, _literal(v.strip())) for v in values.split(",")])
+        axes.append([(path, config_lib.literal(v.strip())) for v in values.split(",")])
     return [dict(combo) for combo in itertools.product(*axes)]
-
-
-def _literal(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def _tag(assignment: dict[str, Any]) -> str:
