@@ -9,7 +9,7 @@ Sections:
   chunk    one device, --chunk_seeds replicas of each --chunk_configs recipe: seconds per
            network-pass of the compiled training pass with the replicas
            vmapped in chunks of each --chunk_targets size, one chunk after the
-           other (what train.REPLICA_CHUNK chooses from); medians of --repeats
+           other (what epoch_lib.REPLICA_CHUNK chooses from); medians of --repeats
   costs    ``python launch.py --config.num_seeds=S`` for each --seed_counts S
            (--passes passes; 1 pass from 1,000 seeds up): the median pass per
            network, the process wall time and its peak RSS, in this tree and
@@ -59,6 +59,7 @@ def _chunk(spec: str) -> dict:
     from lecun_jax import config as config_lib
     from lecun_jax import data
     from lecun_jax.run import processes
+    from lecun_jax.core import epoch as epoch_lib
     from lecun_jax.core import train
 
     path, _, arg = spec.partition(":")
@@ -71,7 +72,7 @@ def _chunk(spec: str) -> dict:
     for target in map(int, FLAGS.chunk_targets):
         if FLAGS.chunk_seeds % target:
             raise app.UsageError(f"--chunk_targets={target}: not a divisor of --chunk_seeds={FLAGS.chunk_seeds}")
-        epoch = train.make_epoch(c, parts, len(dataset.train), len(dataset.test), evaluate_splits=False,
+        epoch = epoch_lib.make_epoch(c, parts, len(dataset.train), len(dataset.test), evaluate_splits=False,
                                  chunk_target=target)
         state = train.init_states(c, parts.model, parts.optimizer)
         runs[target] = {"epoch": epoch.lower(state, arrays).compile(), "state": state, "times": []}

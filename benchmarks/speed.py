@@ -43,6 +43,7 @@ from absl import app, flags
 
 from lecun_jax import config as config_lib  # noqa: E402
 from lecun_jax import data  # noqa: E402
+from lecun_jax.core import epoch as epoch_lib  # noqa: E402
 from lecun_jax.core import losses, train  # noqa: E402
 from lecun_jax.run import processes  # noqa: E402
 
@@ -89,7 +90,7 @@ def bench_step() -> dict:
     x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
     train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=1, shuffle=False)
     t = time.perf_counter()
-    compiled = jax.jit(train_pass, compiler_options=train.compiler_options()).lower(state, x, y).compile()
+    compiled = jax.jit(train_pass, compiler_options=epoch_lib.compiler_options()).lower(state, x, y).compile()
     compile_s = time.perf_counter() - t
     jax.block_until_ready(compiled(state, x, y))
     med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)
@@ -249,7 +250,7 @@ def bench_seeds() -> dict:
             if mesh is not None:
                 state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
             t = time.perf_counter()
-            epoch = train.make_epoch(c, parts, len(ds.train), len(ds.test), mesh=mesh, evaluate_splits=evaluate)
+            epoch = epoch_lib.make_epoch(c, parts, len(ds.train), len(ds.test), mesh=mesh, evaluate_splits=evaluate)
             epoch = epoch.lower(state, arrays).compile()
             runs[kind] = {"epoch": epoch, "state": state, "times": [], "compile_s": time.perf_counter() - t}
 
@@ -291,7 +292,7 @@ def bench_batch() -> dict:
         x, y = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
         train_pass = jax.jit(train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n, batch_size=b,
                                                    shuffle=False, augment=c.augment),
-                             compiler_options=train.compiler_options())
+                             compiler_options=epoch_lib.compiler_options())
         compiled = train_pass.lower(state, x, y).compile()
         jax.block_until_ready(compiled(state, x, y))
         med, times = median_time(lambda: compiled(state, x, y), FLAGS.repeats)

@@ -32,6 +32,7 @@ from absl import app, flags
 from lecun_jax import config as config_lib  # noqa: E402
 from lecun_jax import data  # noqa: E402
 from lecun_jax.run import processes  # noqa: E402
+from lecun_jax.core import epoch as epoch_lib  # noqa: E402
 from lecun_jax.core import train  # noqa: E402
 
 flags.DEFINE_integer("repeats", 3, "Timed runs per recipe (the median is reported).")
@@ -60,8 +61,8 @@ def timed_run(c, dataset) -> dict:
     model, tx = parts.model, parts.optimizer
     state = train.init_states(c, model, tx)
     t = time.perf_counter()
-    quiet = train.make_epoch(c, parts, n_train, n_test, evaluate_splits=False).lower(state, arrays).compile()
-    last = train.make_epoch(c, parts, n_train, n_test).lower(state, arrays).compile()
+    quiet = epoch_lib.make_epoch(c, parts, n_train, n_test, evaluate_splits=False).lower(state, arrays).compile()
+    last = epoch_lib.make_epoch(c, parts, n_train, n_test).lower(state, arrays).compile()
     compile_s = time.perf_counter() - t
     walls, finals = [], []
     for _ in range(FLAGS.repeats):
@@ -92,8 +93,8 @@ def confirm(c, dataset) -> dict:
     state = train.init_states(c, parts.model, parts.optimizer, replicas)
     if mesh is not None:
         state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed")))
-    quiet = train.make_epoch(c, parts, n_train, n_test, mesh=mesh, evaluate_splits=False)
-    last = train.make_epoch(c, parts, n_train, n_test, mesh=mesh)
+    quiet = epoch_lib.make_epoch(c, parts, n_train, n_test, mesh=mesh, evaluate_splits=False)
+    last = epoch_lib.make_epoch(c, parts, n_train, n_test, mesh=mesh)
     t = time.perf_counter()
     for _ in range(c.train.passes - 1):
         state, _ = quiet(state, arrays)

@@ -18,7 +18,7 @@ Every figure runs in a child process started in each tree (``old`` and this
           --config.num_seeds=5``: wall time, every row's test error
   levers  (not by default) the step section's figures of this tree under
           levers that need no code change: each --xla_flags value, this
-          tree without train.compiler_options(), JAX's
+          tree without lecun_jax.core.epoch.compiler_options(), JAX's
           unrolled threefry lowering instead of the rolled loop it uses on
           a CPU, and relu_dropout without dropout (its ceiling)
 
@@ -89,7 +89,11 @@ for recipe in ("repro", "relu_dropout"):
         train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n,
                                            batch_size=c.train.batch_size, shuffle=c.train.shuffle, augment=c.augment)
     t = time.perf_counter()  # the options the host loop compiles with, where the tree has them
-    options = {} if os.environ.get("BENCH_OPTIONS") == "none" else getattr(train, "compiler_options", dict)()
+    try:  # where the tree keeps the options, if it has them
+        from lecun_jax.core.epoch import compiler_options
+    except ImportError:
+        compiler_options = getattr(train, "compiler_options", dict)
+    options = {} if os.environ.get("BENCH_OPTIONS") == "none" else compiler_options()
     compiled = jax.jit(train_pass, compiler_options=options).lower(state, x, y).compile()
     compile_s = time.perf_counter() - t
     after = jax.block_until_ready(compiled(state, x, y))

@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 # Short name -> the module, for notebooks: lecun_jax.model, lecun_jax.sdlm, ...
 _SUBMODULES = {
-    **{m: f"core.{m}" for m in ("augment", "conv", "losses", "model", "modules", "optimizers", "sdlm", "train")},
+    **{m: f"core.{m}" for m in ("augment", "conv", "epoch", "losses", "model", "modules", "optimizers", "sdlm", "train")},
     **{m: f"data.{m}" for m in ("downloads", "sources", "tfds_datasets")},
     **{m: f"run.{m}" for m in ("checkpoints", "experiment", "logs", "processes", "reporting", "runs", "store", "workdir")},
     **{m: f"studies.{m}" for m in ("scaling", "sweep", "together")},
@@ -40,7 +40,7 @@ _SUBMODULES = {
     **{m: m for m in ("cli", "config", "data", "errors", "files", "core", "run", "studies", "distributions", "plots")},
 }
 _ATTRIBUTES = {"load_run": "run.runs", "train_and_evaluate": "run.experiment", "Net1989": "core.model",
-               "make_train": "core.train"}
+               "make_train": "core.epoch"}
 
 __all__ = ["Net1989", "load_run", "make_train", "train_and_evaluate", *_SUBMODULES]
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from lecun_jax import cli, config, data, distributions, files, plots  # noqa: F401
     from lecun_jax.core import augment, conv, losses, model, modules, optimizers, sdlm, train  # noqa: F401
     from lecun_jax.core.model import Net1989  # noqa: F401
-    from lecun_jax.core.train import make_train  # noqa: F401
+    from lecun_jax.core.epoch import make_train  # noqa: F401
     from lecun_jax.data import downloads, sources, tfds_datasets  # noqa: F401
     from lecun_jax.run import checkpoints, experiment, logs, processes, reporting, runs, store, workdir  # noqa: F401
     from lecun_jax.run.experiment import train_and_evaluate  # noqa: F401

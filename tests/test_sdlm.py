@@ -165,7 +165,7 @@ def test_sdlm_loss_scale_scales_the_refreshed_estimate(mnist1989):
         c.optimizer.sdlm_samples, c.optimizer.sdlm_loss_scale = n, scale  # all n digits: the pick is only their order
         parts = train.make_parts(c, n)
         train_pass, _ = train.make_step_fns(c, parts, n, n)
-        state = train.init_states(c, parts.model, parts.optimizer)
+        state = train.init_state(parts.model, parts.optimizer, train.replica_key(c.seed, 0))
         h[scale] = _h(jax.jit(train_pass)(state, x, y)["opt_state"])  # the pass's estimate, held for the pass
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(b, np.float32(10.0) * np.asarray(a)), h[1.0], h[10.0])
     assert config_lib.base().optimizer.sdlm_loss_scale == 1.0  # the default: the estimate of the mean loss itself

@@ -7,6 +7,7 @@ import pytest
 
 from lecun_jax import config as config_lib
 from lecun_jax.run import experiment, processes, reporting
+from lecun_jax.core import epoch as epoch_lib
 from lecun_jax.core import losses, train
 from lecun_jax.core import model as M
 from conftest import REPO
@@ -183,7 +184,7 @@ def test_epoch_of_replicas_equals_each_replica_alone(mnist1989):
     assert parts.given == () and isinstance(parts.model, M.Net1989)
     states = train.init_states(c, parts.model, parts.optimizer)
     assert states["pass"].shape == (3,)
-    epoch = train.make_epoch(c, parts, n_train, n_test)
+    epoch = epoch_lib.make_epoch(c, parts, n_train, n_test)
     new, metrics = epoch(states, data)
     assert metrics["test"]["misses"].shape == (3,) and bool(np.all(metrics["finite"]))
     train_pass = jax.jit(train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n_train,
@@ -200,7 +201,7 @@ def test_epoch_of_replicas_equals_each_replica_alone(mnist1989):
         outputs = karpathy_forward(alone["params"], data["test_images"])
         assert int(m["misses"]) == int(np.sum(np.argmax(outputs, -1) != data["test_labels"]))
     # a pass that is not evaluated reports only finiteness
-    _, bare = train.make_epoch(c, parts, n_train, n_test, evaluate_splits=False)(new, data)
+    _, bare = epoch_lib.make_epoch(c, parts, n_train, n_test, evaluate_splits=False)(new, data)
     assert set(bare) == {"finite"}
 
 
@@ -210,10 +211,10 @@ def test_make_train_is_the_epochs_in_one_function(mnist1989):
     c.train.passes, n_train, n_test = 2, 50, 200
     data = jax.device_put(_data(mnist1989, n_train, n_test))  # device arrays, as experiment.device_data gives
     parts = train.make_parts(c, n_train)
-    run = train.make_train(c, parts, data)
+    run = epoch_lib.make_train(c, parts, data)
     state, metrics = jax.jit(run)(train.replica_key(c.seed, 0))
     assert metrics["test"]["misses"].shape == (2,) and int(state["pass"]) == 2
-    epoch = train.make_epoch(c, parts, n_train, n_test)
+    epoch = epoch_lib.make_epoch(c, parts, n_train, n_test)
     s = train.init_states(c, parts.model, parts.optimizer)
     assert s["pass"].shape == (1,)  # one seed: a replica axis of one, as every state carries
     for p in range(2):
@@ -275,7 +276,7 @@ def test_the_dropout_masks_of_a_pass_are_independent_draws_at_the_rate():
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["repro", "relu_dropout"])
 def test_compiler_options_change_no_number(mnist1989, recipe):
-    # train.compiler_options() only changes how XLA places buffers: a pass compiled with them
+    # epoch_lib.compiler_options() only changes how XLA places buffers: a pass compiled with them
     # gives the parameters of a pass compiled without, to the bit.
     c = config_lib.load_file(REPO / "configs" / "ablations.py", recipe)
     n = 300
@@ -284,15 +285,15 @@ def test_compiler_options_change_no_number(mnist1989, recipe):
     train_pass = train.make_train_pass(parts.model, parts.optimizer, parts.loss, num_train=n,
                                        batch_size=c.train.batch_size, shuffle=c.train.shuffle, augment=c.augment)
     images, labels = mnist1989.train.images[:n], mnist1989.train.labels[:n]
-    assert train.compiler_options(), "on a CPU the training programs carry options"
-    ours = jax.jit(train_pass, compiler_options=train.compiler_options())(state, images, labels)["params"]
+    assert epoch_lib.compiler_options(), "on a CPU the training programs carry options"
+    ours = jax.jit(train_pass, compiler_options=epoch_lib.compiler_options())(state, images, labels)["params"]
     plain = jax.jit(train_pass)(state, images, labels)["params"]
     jax.tree.map(np.testing.assert_array_equal, ours, plain)
 
 
 @pytest.mark.slow
 def test_a_seed_is_the_same_network_whatever_the_number_of_seeds_or_the_chunking(mnist1989):
-    # Replicas vmapped in chunks (train.REPLICA_CHUNK) or all at once, among 6 seeds or 3:
+    # Replicas vmapped in chunks (epoch_lib.REPLICA_CHUNK) or all at once, among 6 seeds or 3:
     # replica r is the same network. Not bit for bit: on a CPU, XLA vectorises the
     # replica-batched products by the vmap's width, so the rounding differs; the bound
     # this test holds is the one docs/guarantees.md states (same misses, parameters
@@ -304,13 +305,13 @@ def test_a_seed_is_the_same_network_whatever_the_number_of_seeds_or_the_chunking
         c = config_lib.base()
         c.num_seeds = seeds
         parts = train.make_parts(c, n_train)
-        epoch = train.make_epoch(c, parts, n_train, n_test, chunk_target=target)
+        epoch = epoch_lib.make_epoch(c, parts, n_train, n_test, chunk_target=target)
         state = train.init_states(c, parts.model, parts.optimizer)
         for _ in range(2):
             state, metrics = epoch(state, data)
         runs[seeds, target] = (jax.tree.map(np.asarray, state["params"]), np.asarray(metrics["test"]["misses"]))
-    assert [train.chunk_size(6, t) for t in (None, 2, 4, 1)] == [6, 2, 6, 1]  # even chunks of at most t, or none up to 2t
-    assert train.chunk_size(50, 8) == 8 and train.chunk_size(25, 8) == 7
+    assert [epoch_lib.chunk_size(6, t) for t in (None, 2, 4, 1)] == [6, 2, 6, 1]  # even chunks of at most t, or none up to 2t
+    assert epoch_lib.chunk_size(50, 8) == 8 and epoch_lib.chunk_size(25, 8) == 7
     reference, misses = runs[6, None]
     for (seeds, target), (params, m) in runs.items():
         np.testing.assert_array_equal(m, misses[:seeds])
@@ -319,7 +320,7 @@ def test_a_seed_is_the_same_network_whatever_the_number_of_seeds_or_the_chunking
     c = config_lib.base()
     c.num_seeds = 6
     parts = train.make_parts(c, n_train)
-    epoch = train.make_epoch(c, parts, n_train, n_test, chunk_target=2)
+    epoch = epoch_lib.make_epoch(c, parts, n_train, n_test, chunk_target=2)
     state = train.init_states(c, parts.model, parts.optimizer)
     for _ in range(2):
         state, _ = epoch(state, data)

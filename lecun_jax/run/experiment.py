@@ -39,6 +39,7 @@ from lecun_jax.run import processes as processes_lib
 from lecun_jax.run import reporting
 from lecun_jax.run import plots as plots_lib
 from lecun_jax.run import store as store_lib
+from lecun_jax.core import epoch as epoch_lib
 from lecun_jax.core import train as train_lib
 from lecun_jax.run.runs import Run, load_run  # noqa: F401  (the package's load_run)
 from lecun_jax.run.workdir import describe_parts
@@ -146,7 +147,7 @@ def _report_done(store: store_lib.RunStore, echo) -> dict:
 def _prepare(run: _Run, given_parts: dict, init_states: InitStates) -> None:
     """The data on the device, the parts, and the state before pass 1."""
     config = run.config
-    run.mesh, run.replicas = processes_lib.replica_layout(config.num_seeds, train_lib.replica_chunk_target(),
+    run.mesh, run.replicas = processes_lib.replica_layout(config.num_seeds, epoch_lib.replica_chunk_target(),
                                                           run.processes)
     run.dataset = data_lib.for_config(config)
     run.identity = checkpoints_lib.data_identity(config, run.dataset)
@@ -178,8 +179,8 @@ def _compile(run: _Run) -> dict[bool, Any]:
                                            "later runs load it from the compilation cache)..."])
     told.start()
     epochs = {
-        evaluated: train_lib.make_epoch(config, run.parts, run.sizes["train"], run.sizes["test"], mesh=run.mesh,
-                                        evaluate_splits=evaluated, chunk_target=train_lib.replica_chunk_target())
+        evaluated: epoch_lib.make_epoch(config, run.parts, run.sizes["train"], run.sizes["test"], mesh=run.mesh,
+                                        evaluate_splits=evaluated, chunk_target=epoch_lib.replica_chunk_target())
         .lower(run.state, run.arrays).compile()
         for evaluated in ((True, False) if config.train.eval_every > 1 else (True,))
     }

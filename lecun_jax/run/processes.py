@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lecun_jax.core import train as train_lib
+from lecun_jax.core import epoch as epoch_lib
 
 _STOPPED = "lecun_jax/stopped/"  # key prefix: one entry per process that stopped with an error
 
@@ -73,7 +73,7 @@ def replica_layout(num_seeds: int, chunk_target: int | None = None,
 
     With several devices the replica axis is sharded over a 1-D mesh of up to
     ``num_seeds`` of them; each device's replicas train in chunks of
-    :func:`lecun_jax.core.train.chunk_size`. The axis is padded with spare replicas to a whole number
+    :func:`lecun_jax.core.epoch.chunk_size`. The axis is padded with spare replicas to a whole number
     of chunks on every device (5 seeds on 2 devices run as 3 + 3; the spares are
     dropped from every result). On a CPU,
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` makes N devices of N
@@ -82,7 +82,7 @@ def replica_layout(num_seeds: int, chunk_target: int | None = None,
     devices = (processes or job()).devices
     n = min(len(devices), num_seeds)
     per_device = math.ceil(num_seeds / n)
-    chunk = train_lib.chunk_size(per_device, chunk_target)
+    chunk = epoch_lib.chunk_size(per_device, chunk_target)
     replicas = n * math.ceil(per_device / chunk) * chunk
     return (None if n == 1 else Mesh(np.asarray(devices[:n]), ("seed",))), replicas
 
