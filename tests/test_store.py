@@ -239,3 +239,20 @@ def test_a_jax_that_moved_its_runtime_state_still_runs_the_job_and_says_so_once(
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "cannot stop the others" in said[0] and "\n" not in said[0]
     processes._cannot_stop_together.cache_clear()
+
+
+def test_a_run_recorded_before_a_field_existed_loads_with_its_default(tmp_path):
+    # a config.json written before model.init_rule and loss_target were fields: load_run gives
+    # them today's defaults, which keep the behaviour the run had, and its model rebuilds
+    import json
+
+    import lecun_jax
+    from lecun_jax import config as config_lib
+
+    recorded = config_lib.base().to_dict()
+    del recorded["model"]["init_rule"], recorded["loss_target"]
+    recorded["model"]["width"] = 2.0  # what the run recorded wins over the default
+    (tmp_path / store.CONFIG).write_text(json.dumps(recorded))
+    run = lecun_jax.load_run(tmp_path)
+    assert run.config.model.init_rule == config_lib.base().model.init_rule and run.config.loss_target == 1.0
+    assert run.config.model.width == 2.0 and run.model.width == 2.0

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from lecun_jax import config as config_lib
 from lecun_jax import data as data_lib
 from lecun_jax.core import modules
 from lecun_jax.run import reporting
@@ -34,7 +35,7 @@ class Run:
             raise FileNotFoundError(f"{self.workdir}: no config.json; not a lecun_jax run")
         config = files.config_json()
         self.parts = config.pop("parts", {})  # the parts a user passed in, as recorded
-        self.config = ml_collections.ConfigDict(config)
+        self.config = ml_collections.ConfigDict(_with_defaults(config_lib.base().to_dict(), config))
         self.metrics = files.metrics()
         self.summary = files.summary()
         self.params = files.params()
@@ -80,6 +81,16 @@ class Run:
     def __repr__(self) -> str:
         done = "finished" if self.summary else "unfinished"
         return f"Run({str(self.workdir)!r}, {self.config.data.name}, {self.config.num_seeds} seed(s), {done})"
+
+
+def _with_defaults(defaults: dict, recorded: dict) -> dict:
+    """The recorded config over today's defaults: a field added since the run was made
+    takes its default, which keeps the behaviour the run had."""
+    out = dict(defaults)
+    for key, value in recorded.items():
+        both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        out[key] = _with_defaults(defaults[key], value) if both else value
+    return out
 
 
 def load_run(workdir: str | Path) -> Run:
