@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,10 @@ def plan(name: str) -> Plan:
                 spec.validation_seeds, spec.seeds, secondary)
 
 
-def _row(p: Plan, preset: str, name: str, overrides: tuple[str, ...] = ()) -> rows_lib.Row:
-    config = f"configs/{p.name}.py:{preset}"
-    dataset = config_lib.load_file(f"configs/{p.name}.py", preset).data.name
-    return rows_lib.Row(dataset, name, config, overrides)
+@functools.cache
+def _preset(name: str, preset: str):
+    """A preset's config, loaded once (read, never changed)."""
+    return config_lib.load_file(f"configs/{name}.py", preset)
 
 
 def _mean_test_misses(csv_path: Path) -> float:
@@ -97,12 +98,12 @@ def search(p: Plan, row: rows_lib.Row, optimizer: str, runs: Path, results: Path
             "mean_held_out_misses": scores}
 
 
-def run_row(p: Plan, preset: str, runs: Path, results: Path, extra: tuple[str, ...] = (), name: str | None = None,
-            overrides: tuple[str, ...] = ()) -> dict:
+def study_row(p: Plan, preset: str, runs: Path, results: Path, extra: tuple[str, ...] = (), name: str | None = None,
+              overrides: tuple[str, ...] = ()) -> dict:
     """One row: its search, then its final run; returns its search record."""
-    row = _row(p, preset, name or preset, overrides)
-    optimizer = config_lib.load_file(f"configs/{p.name}.py", preset).optimizer.name
-    chosen = search(p, row, optimizer, runs, results, extra)
+    config = _preset(p.name, preset)
+    row = rows_lib.Row(config.data.name, name or preset, f"configs/{p.name}.py:{preset}", overrides)
+    chosen = search(p, row, config.optimizer.name, runs, results, extra)
     final = dataclasses.replace(row, overrides=row.overrides + (f"--config.{chosen['field']}={chosen['chosen']}",))
     if not _finished(results, final):
         rows_lib.run_row(final, p.seeds, runs, results, extra, manifest={"search": chosen})
@@ -113,13 +114,14 @@ def run(name: str, runs: Path, results: Path, extra: tuple[str, ...] = ()) -> No
     """The whole study: the rows of the paper's optimiser; the secondary knobs on the one
     whose chosen value had the fewest held-out mistakes (never a test figure); the other rows."""
     p = plan(name)
-    sdlm = [r for r in p.rows if config_lib.load_file(f"configs/{p.name}.py", r).optimizer.name == "sdlm"]
-    found = {preset: run_row(p, preset, runs, results, extra) for preset in sdlm}
+    _preset.cache_clear()  # the configs as they are now, for this study
+    sdlm = [r for r in p.rows if _preset(p.name, r).optimizer.name == "sdlm"]
+    found = {preset: study_row(p, preset, runs, results, extra) for preset in sdlm}
     if p.secondary and sdlm:
         best = min(sdlm, key=lambda r: found[r]["mean_held_out_misses"][found[r]["chosen"]])
         print(f"== secondary knobs on {best}, the best on held-out digits", flush=True)
         for knob, overrides in p.secondary.items():
-            run_row(p, best, runs, results, extra, name=f"{best}+{knob}", overrides=overrides)
+            study_row(p, best, runs, results, extra, name=f"{best}+{knob}", overrides=overrides)
         files.write_json(results / "study.json", {"best_on_held_out_digits": best, "knobs": list(p.secondary)})
     for preset in (r for r in p.rows if r not in sdlm):
-        run_row(p, preset, runs, results, extra)
+        study_row(p, preset, runs, results, extra)
